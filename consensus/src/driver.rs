@@ -1,0 +1,293 @@
+//! The task that owns raft-rs's `RawNode`: ticks, steps messages, handles `Ready` in the order
+//! RAFT-NOTES.md §1 spells out, applies committed entries and answers proposals and reads.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{atomic::AtomicBool, Arc},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use nines_core::{limits, shutdown::ShutdownSignal, NodeId};
+use raft::{
+    eraftpb::{ConfChange, ConfChangeType},
+    RawNode, SnapshotStatus, StateRole,
+};
+use tokio::{
+    sync::{mpsc, watch},
+    time::{Instant, MissedTickBehavior},
+};
+
+use crate::{
+    mailbox::{NetInput, ProposeReply, ReadFn, Request},
+    status::NodeStatus,
+    store::StoreRef,
+    Fatal, LogStore, MembershipChange, Members, ProposeError, StateMachine, Transport,
+};
+
+/// A read waiting for its ReadIndex round.
+pub(crate) struct PendingRead<M> {
+    pub(crate) deadline: Instant,
+    pub(crate) issued_at: Instant,
+    pub(crate) read: ReadFn<M>,
+}
+
+/// The single owner of one Raft node.
+pub(crate) struct Driver<S: LogStore, M: StateMachine> {
+    pub(crate) id: NodeId,
+    pub(crate) tick: Duration,
+    pub(crate) snapshot_threshold_entries: u64,
+    pub(crate) store: Arc<S>,
+    pub(crate) raw: RawNode<StoreRef<S>>,
+    pub(crate) sm: M,
+    pub(crate) members: Members,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) requests: mpsc::Receiver<Request<M>>,
+    pub(crate) net: mpsc::Receiver<NetInput>,
+    pub(crate) status: watch::Sender<NodeStatus>,
+    /// Proposals in the log awaiting apply: index → (term proposed in, reply).
+    pub(crate) pending: HashMap<u64, (u64, ProposeReply)>,
+    /// Reads waiting for their ReadIndex answer, by request context.
+    pub(crate) reads_waiting: HashMap<Vec<u8>, PendingRead<M>>,
+    /// Reads whose ReadIndex is known, waiting for apply to reach it.
+    pub(crate) reads_ready: BTreeMap<u64, Vec<ReadFn<M>>>,
+    pub(crate) read_seq: u64,
+    pub(crate) applied: u64,
+    pub(crate) snapshot_index: u64,
+    /// Set when this node applied its own removal: it stops.
+    pub(crate) removed: bool,
+    /// Raised by the storage when the leader needs a fresher snapshot to send.
+    pub(crate) snapshot_wanted: Arc<AtomicBool>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl<S: LogStore, M: StateMachine> Driver<S, M> {
+    /// Run until shutdown, removal, or a fatal error.
+    pub(crate) async fn run(mut self, mut shutdown: ShutdownSignal) -> Result<(), Fatal> {
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        self.publish_status();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => break,
+                Some(input) = self.net.recv() => {
+                    self.on_net(input);
+                    for _ in 0..limits::DRIVER_BUDGET_MSGS {
+                        match self.net.try_recv() {
+                            Ok(input) => self.on_net(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(req) = self.requests.recv() => {
+                    self.on_request(req);
+                    for _ in 0..limits::DRIVER_BUDGET_MSGS {
+                        match self.requests.try_recv() {
+                            Ok(req) => self.on_request(req),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    self.raw.tick();
+                    self.on_tick();
+                }
+            }
+            self.handle_ready()?;
+            if self.removed {
+                tracing::warn!(node = self.id, "this node was removed from the cluster; stopping");
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_net(&mut self, input: NetInput) {
+        match input {
+            NetInput::Raft(msgs) => {
+                for m in msgs {
+                    if m.to != self.id {
+                        tracing::warn!(to = m.to, "dropped a raft message addressed elsewhere");
+                        continue;
+                    }
+                    if let Err(e) = self.raw.step(m) {
+                        tracing::debug!("raft refused a message: {e}");
+                    }
+                }
+            }
+            NetInput::Unreachable(peer) => self.raw.report_unreachable(peer),
+            NetInput::SnapshotSent(peer, ok) => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(peer, status);
+            }
+        }
+    }
+
+    fn on_request(&mut self, req: Request<M>) {
+        match req {
+            Request::Propose { command, reply } => self.propose(command, reply),
+            Request::ChangeMembership { change, reply } => self.change_membership(change, reply),
+            Request::Read {
+                linearizable,
+                deadline,
+                read,
+            } => {
+                if linearizable {
+                    self.issue_read(PendingRead {
+                        deadline,
+                        issued_at: Instant::now(),
+                        read,
+                    });
+                } else {
+                    read(&self.sm);
+                }
+            }
+        }
+    }
+
+    fn leader_hint(&self) -> ProposeError {
+        let l = self.raw.raft.leader_id;
+        ProposeError::NotLeader {
+            leader_hint: (l != 0).then_some(l),
+        }
+    }
+
+    fn propose(&mut self, command: Vec<u8>, reply: ProposeReply) {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(self.leader_hint()));
+            return;
+        }
+        if command.len() > limits::PROPOSAL_BYTES_MAX {
+            let _ = reply.send(Err(ProposeError::Rejected(format!(
+                "command of {} bytes exceeds the {} byte limit",
+                command.len(),
+                limits::PROPOSAL_BYTES_MAX
+            ))));
+            return;
+        }
+        if let Err(e) = postcard::from_bytes::<M::Command>(&command) {
+            let _ = reply.send(Err(ProposeError::Rejected(format!("undecodable command: {e}"))));
+            return;
+        }
+        let stamp = now_ms().to_be_bytes().to_vec();
+        match self.raw.propose(stamp, command) {
+            Ok(()) => self.track(reply),
+            Err(e) => {
+                let _ = reply.send(Err(ProposeError::Dropped(e.to_string())));
+            }
+        }
+    }
+
+    /// Remember the entry just appended at the end of the log as `reply`'s.
+    fn track(&mut self, reply: ProposeReply) {
+        let index = self.raw.raft.raft_log.last_index();
+        let term = self.raw.raft.term;
+        self.pending.insert(index, (term, reply));
+    }
+
+    fn change_membership(&mut self, change: MembershipChange, reply: ProposeReply) {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(self.leader_hint()));
+            return;
+        }
+        if self.raw.raft.pending_conf_index > self.raw.raft.raft_log.applied {
+            let _ = reply.send(Err(ProposeError::Dropped(
+                "another membership change is in progress".into(),
+            )));
+            return;
+        }
+        let mut cc = ConfChange::default();
+        match change {
+            MembershipChange::AddVoter { id, info } => {
+                if id == 0 || info.addr.is_empty() {
+                    let _ = reply.send(Err(ProposeError::Rejected(
+                        "a new member needs a non-zero id and an address".into(),
+                    )));
+                    return;
+                }
+                if self.members.get(&id).is_some_and(|m| m.voter) {
+                    let _ = reply.send(Err(ProposeError::Rejected(format!(
+                        "node {id} is already a voter"
+                    ))));
+                    return;
+                }
+                cc.set_change_type(ConfChangeType::AddNode);
+                cc.node_id = id;
+                cc.context = postcard::to_stdvec(&info).expect("PeerInfo encodes").into();
+            }
+            MembershipChange::Remove { id } => {
+                if !self.members.contains_key(&id) {
+                    let _ = reply.send(Err(ProposeError::Rejected(format!(
+                        "node {id} is not a member"
+                    ))));
+                    return;
+                }
+                if self.members.len() == 1 {
+                    let _ = reply.send(Err(ProposeError::Rejected(
+                        "cannot remove the last member".into(),
+                    )));
+                    return;
+                }
+                if id == self.id {
+                    // raft-rs 0.7: a removed leader keeps heartbeating (RAFT-NOTES §4), so the
+                    // leader hands over first and the caller's retry reaches the new leader.
+                    let to = self.members.keys().copied().find(|&m| m != self.id);
+                    if let Some(to) = to {
+                        self.raw.transfer_leader(to);
+                    }
+                    let _ = reply.send(Err(ProposeError::Dropped(format!(
+                        "node {id} is the leader; leadership is moving away before its removal"
+                    ))));
+                    return;
+                }
+                cc.set_change_type(ConfChangeType::RemoveNode);
+                cc.node_id = id;
+            }
+        }
+        match self.raw.propose_conf_change(vec![], cc) {
+            Ok(()) => self.track(reply),
+            Err(e) => {
+                let _ = reply.send(Err(ProposeError::Dropped(e.to_string())));
+            }
+        }
+    }
+
+    fn issue_read(&mut self, read: PendingRead<M>) {
+        self.read_seq += 1;
+        let ctx = self.read_seq.to_be_bytes().to_vec();
+        self.raw.read_index(ctx.clone());
+        self.reads_waiting.insert(ctx, read);
+    }
+
+    /// Expire reads past their deadline and re-issue those whose ReadIndex round got lost
+    /// (raft-rs drops them silently with no leader or right after an election).
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let retry_after = self.tick * 4;
+        let stale: Vec<Vec<u8>> = self
+            .reads_waiting
+            .iter()
+            .filter(|(_, r)| r.deadline <= now || now - r.issued_at >= retry_after)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for ctx in stale {
+            let Some(mut r) = self.reads_waiting.remove(&ctx) else {
+                continue;
+            };
+            if r.deadline > now {
+                r.issued_at = now;
+                self.issue_read(r);
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! nines-consensus: one Raft group (tikv's raft-rs 0.7) driven on tokio, stored through a
+//! [`LogStore`], talking through a [`Transport`].
+//!
+//! How to drive it:
+//! 1. Pick a store ([`SledLogStore`] on disk, [`MemLogStore`] in tests), a [`StateMachine`] and a
+//!    transport ([`GrpcTransport`], or [`InProcessNetwork`] in tests).
+//! 2. [`start`] a node: it bootstraps or recovers from the store and spawns the one task that
+//!    owns raft-rs's `RawNode` (the driver). It handles each `Ready` in the documented order:
+//!    persist (fsync when required) → send persisted messages → apply → advance.
+//! 3. Everyone else talks to the node through its [`Proposer`]: `propose` (forwarded to the
+//!    leader when needed, answered once committed on a quorum and applied), `read` (ReadIndex or
+//!    stale), `add_voter` / `remove_member`, `status`.
+//! 4. Serve [`PeerService`] on the node's gRPC port so peers can reach it.
+//!
+//! Any storage error or state-machine corruption ends the driver with [`Fatal`]; the node must
+//! stop, never acknowledge.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod config;
+mod driver;
+mod error;
+mod logger;
+mod mailbox;
+mod members;
+mod node;
+mod proposer;
+mod ready;
+mod state_machine;
+mod status;
+mod store;
+mod transport;
+
+pub use config::RaftConfig;
+pub use error::{Fatal, ProposeError};
+pub use mailbox::Mailbox;
+pub use members::{MembershipChange, Members, PeerInfo};
+pub use node::{start, NodeConfig, StartedNode};
+pub use proposer::{Proposer, ReadMode};
+pub use state_machine::{ApplyContext, StateMachine};
+pub use status::{NodeStatus, Role};
+pub use store::{LogStore, MemLogStore, ReadyWrite, SledLogStore, StoreError};
+pub use transport::{
+    BoxFuture, ForwardHandler, ForwardKind, GrpcTransport, InProcessNetwork, InProcessTransport,
+    PeerService, Transport,
+};

@@ -1,0 +1,289 @@
+//! `Ready` handling and apply, in raft-rs's documented order (RAFT-NOTES.md §1).
+
+use std::sync::atomic::Ordering;
+
+use protobuf::Message as _;
+use raft::{
+    eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Snapshot},
+    StateRole,
+};
+
+use crate::{
+    driver::Driver,
+    members::SnapshotEnvelope,
+    status::{NodeStatus, Role},
+    store::ReadyWrite,
+    ApplyContext, Fatal, LogStore, PeerInfo, ProposeError, StateMachine,
+};
+
+impl<S: LogStore, M: StateMachine> Driver<S, M> {
+    /// Handle every pending `Ready`: persist (fsync when required) → send → apply → advance.
+    pub(crate) fn handle_ready(&mut self) -> Result<(), Fatal> {
+        let mut changed = false;
+        while self.raw.has_ready() {
+            changed = true;
+            let mut rd = self.raw.ready();
+            if let Some(ss) = rd.ss() {
+                self.on_role_change(ss.raft_state);
+            }
+            // Leader only: send at once, in parallel with the local write (thesis 10.2.1).
+            if !rd.messages().is_empty() {
+                self.transport.send(rd.take_messages());
+            }
+            let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
+            let write = ReadyWrite {
+                snapshot: snapshot.clone(),
+                entries: rd.entries().to_vec(),
+                hard_state: rd.hs().cloned(),
+            };
+            if write.snapshot.is_some() || !write.entries.is_empty() || write.hard_state.is_some()
+            {
+                self.store.write_ready(&write)?;
+                if rd.must_sync() {
+                    self.store.sync()?;
+                }
+            }
+            if let Some(snap) = snapshot {
+                self.install_snapshot(&snap)?;
+            }
+            // Votes and append acks: only now that the write is durable.
+            if !rd.persisted_messages().is_empty() {
+                self.transport.send(rd.take_persisted_messages());
+            }
+            for rs in rd.take_read_states() {
+                self.on_read_state(rs.index, rs.request_ctx);
+            }
+            self.apply_entries(rd.take_committed_entries())?;
+            let mut light = self.raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                self.store.set_commit(commit)?;
+            }
+            if !light.messages().is_empty() {
+                self.transport.send(light.take_messages());
+            }
+            self.apply_entries(light.take_committed_entries())?;
+            self.raw.advance_apply();
+            if self.removed {
+                break;
+            }
+        }
+        let wanted = self.snapshot_wanted.swap(false, Ordering::Relaxed);
+        if changed || wanted {
+            self.serve_ready_reads();
+            self.maybe_snapshot(wanted)?;
+            self.publish_status();
+        }
+        Ok(())
+    }
+
+    fn on_role_change(&mut self, role: StateRole) {
+        tracing::info!(
+            node = self.id,
+            term = self.raw.raft.term,
+            leader = self.raw.raft.leader_id,
+            "raft role is now {role:?}"
+        );
+        if role != StateRole::Leader && !self.pending.is_empty() {
+            for (_, (_, reply)) in self.pending.drain() {
+                let _ = reply.send(Err(ProposeError::Unknown(
+                    "leadership was lost before the entry was seen committed".into(),
+                )));
+            }
+        }
+    }
+
+    fn on_read_state(&mut self, index: u64, ctx: Vec<u8>) {
+        if let Some(r) = self.reads_waiting.remove(&ctx) {
+            self.reads_ready.entry(index).or_default().push(r.read);
+        }
+    }
+
+    fn serve_ready_reads(&mut self) {
+        while let Some(entry) = self.reads_ready.first_entry() {
+            if *entry.key() > self.applied {
+                break;
+            }
+            for read in entry.remove() {
+                read(&self.sm);
+            }
+        }
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), Fatal> {
+        for e in entries {
+            if e.index <= self.applied {
+                continue;
+            }
+            match e.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(&e)?,
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(e.get_data()).map_err(|err| {
+                        Fatal::StateMachine(format!("entry {}: bad conf change: {err}", e.index))
+                    })?;
+                    self.apply_conf_change(&e, &cc)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    // We propose only V1 changes; an empty V2 is raft's auto-leave entry.
+                    let cc = if e.get_data().is_empty() {
+                        ConfChangeV2::default()
+                    } else {
+                        ConfChangeV2::parse_from_bytes(e.get_data()).map_err(|err| {
+                            Fatal::StateMachine(format!("entry {}: bad conf change: {err}", e.index))
+                        })?
+                    };
+                    self.raw.apply_conf_change(&cc)?;
+                }
+            }
+            self.applied = e.index;
+        }
+        // Anything still pending at or below applied was overwritten by another leader's entry.
+        let applied = self.applied;
+        let gone: Vec<u64> = self.pending.keys().copied().filter(|&i| i <= applied).collect();
+        for i in gone {
+            if let Some((_, reply)) = self.pending.remove(&i) {
+                let _ = reply.send(Err(ProposeError::Dropped(
+                    "the entry was replaced by another leader's".into(),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_normal(&mut self, e: &Entry) -> Result<(), Fatal> {
+        if e.get_data().is_empty() {
+            // A new leader's empty entry, or a conf change raft turned into an empty entry
+            // because another was still pending.
+            self.reply(
+                e,
+                Err(ProposeError::Dropped("another membership change was in progress".into())),
+            );
+            return Ok(());
+        }
+        let cmd: M::Command = postcard::from_bytes(e.get_data())
+            .map_err(|err| Fatal::StateMachine(format!("entry {}: bad command: {err}", e.index)))?;
+        let time_ms = e
+            .get_context()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        let ctx = ApplyContext {
+            index: e.index,
+            term: e.term,
+            time_ms,
+        };
+        let resp = self.sm.apply(ctx, cmd).map_err(|err| {
+            Fatal::StateMachine(format!("apply of entry {} failed: {err}", e.index))
+        })?;
+        let bytes = postcard::to_stdvec(&resp).expect("responses encode");
+        self.reply(e, Ok(bytes));
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, e: &Entry, cc: &ConfChange) -> Result<(), Fatal> {
+        self.raw.apply_conf_change(cc)?;
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let mut info: PeerInfo = postcard::from_bytes(cc.get_context()).map_err(|err| {
+                    Fatal::StateMachine(format!("entry {}: bad member info: {err}", e.index))
+                })?;
+                info.voter = cc.get_change_type() == ConfChangeType::AddNode;
+                tracing::info!(node = cc.node_id, addr = %info.addr, "member added");
+                self.members.insert(cc.node_id, info);
+            }
+            ConfChangeType::RemoveNode => {
+                tracing::info!(node = cc.node_id, "member removed");
+                self.members.remove(&cc.node_id);
+                if cc.node_id == self.id {
+                    self.removed = true;
+                }
+            }
+        }
+        self.transport.set_peers(&self.members);
+        self.sm.on_membership(&self.members);
+        let bytes = postcard::to_stdvec(&self.members).expect("members encode");
+        self.reply(e, Ok(bytes));
+        Ok(())
+    }
+
+    /// Answer the proposal waiting on `e`'s index, if any: with `result` if it is this very
+    /// entry (same term), else as dropped (another leader's entry took the index).
+    fn reply(&mut self, e: &Entry, result: Result<Vec<u8>, ProposeError>) {
+        if let Some((term, reply)) = self.pending.remove(&e.index) {
+            let result = if term == e.term {
+                result
+            } else {
+                Err(ProposeError::Dropped("the entry was replaced by another leader's".into()))
+            };
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Replace the state machine and member book with a snapshot's.
+    pub(crate) fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), Fatal> {
+        let meta = snap.get_metadata();
+        let env: SnapshotEnvelope = postcard::from_bytes(snap.get_data())
+            .map_err(|e| Fatal::StateMachine(format!("snapshot {}: bad data: {e}", meta.index)))?;
+        self.sm
+            .restore(&env.state)
+            .map_err(|e| Fatal::StateMachine(format!("snapshot {}: {e}", meta.index)))?;
+        self.members = env.members;
+        self.transport.set_peers(&self.members);
+        self.sm.on_membership(&self.members);
+        self.applied = meta.index;
+        self.snapshot_index = meta.index;
+        tracing::info!(node = self.id, index = meta.index, "installed snapshot");
+        Ok(())
+    }
+
+    /// Snapshot the state machine and compact the log once enough has been applied.
+    fn maybe_snapshot(&mut self, forced: bool) -> Result<(), Fatal> {
+        let due = self.applied >= self.snapshot_index + self.snapshot_threshold_entries;
+        if !(due || forced && self.applied > self.snapshot_index) {
+            return Ok(());
+        }
+        let state = self.sm.snapshot().map_err(Fatal::StateMachine)?;
+        let env = SnapshotEnvelope {
+            members: self.members.clone(),
+            state,
+        };
+        let mut snap = Snapshot::default();
+        snap.set_data(postcard::to_stdvec(&env).expect("snapshot encodes").into());
+        let meta = snap.mut_metadata();
+        meta.index = self.applied;
+        meta.term = self.raw.raft.raft_log.term(self.applied)?;
+        meta.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
+        self.store.compact_to_snapshot(&snap)?;
+        self.snapshot_index = self.applied;
+        tracing::info!(node = self.id, index = self.applied, "snapshot taken; log compacted");
+        Ok(())
+    }
+
+    pub(crate) fn publish_status(&mut self) {
+        let raft = &self.raw.raft;
+        let learner = raft.prs().conf().learners().contains(&self.id);
+        let role = match raft.state {
+            StateRole::Leader => Role::Leader,
+            _ if learner => Role::Learner,
+            StateRole::Follower => Role::Follower,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::PreCandidate => Role::PreCandidate,
+        };
+        let status = NodeStatus {
+            id: self.id,
+            role,
+            leader_id: (raft.leader_id != 0).then_some(raft.leader_id),
+            term: raft.term,
+            commit: raft.raft_log.committed,
+            applied: self.applied,
+            first_index: raft.raft_log.first_index(),
+            last_index: raft.raft_log.last_index(),
+            snapshot_index: self.snapshot_index,
+            members: self.members.clone(),
+        };
+        self.status.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
+        });
+    }
+}

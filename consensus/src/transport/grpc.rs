@@ -1,0 +1,259 @@
+//! The gRPC peer transport: one sender task per peer, batching, reconnect with backoff, and a
+//! deadline on every RPC.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use nines_core::{limits, NodeId, PROTOCOL_VERSION};
+use nines_proto::raft::v1::{
+    forward_response, raft_peer_client::RaftPeerClient, ForwardRequest, MessageBatch, PeerHeader,
+};
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tonic::transport::{Channel, Endpoint};
+
+use super::{BoxFuture, ForwardKind, Transport};
+use crate::{Mailbox, Members, ProposeError};
+
+/// First pause after a failed send to a peer; doubles up to `PEER_BACKOFF_MAX_MS`.
+const BACKOFF_START_MS: u64 = 20;
+
+struct Peer {
+    addr: String,
+    channel: Channel,
+    tx: mpsc::Sender<Message>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Default)]
+struct State {
+    mailbox: Option<Mailbox>,
+    peers: HashMap<NodeId, Peer>,
+}
+
+/// Sends raft messages and forwarded requests to peers over gRPC (`nines.raft.v1.RaftPeer`).
+pub struct GrpcTransport {
+    id: NodeId,
+    cluster: String,
+    state: Mutex<State>,
+}
+
+impl GrpcTransport {
+    /// The transport of node `id` in `cluster`.
+    pub fn new(id: NodeId, cluster: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            cluster: cluster.into(),
+            state: Mutex::default(),
+        })
+    }
+
+    fn header(&self) -> PeerHeader {
+        PeerHeader {
+            cluster: self.cluster.clone(),
+            from: self.id,
+            protocol_version: PROTOCOL_VERSION,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("transport lock poisoned")
+    }
+}
+
+/// A lazily connecting channel to `addr` (host:port).
+pub(crate) fn channel_to(addr: &str) -> Result<Channel, String> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad peer address '{addr}': {e}"))?
+        .connect_timeout(Duration::from_millis(limits::PEER_RPC_TIMEOUT_MS))
+        .tcp_nodelay(true);
+    Ok(ep.connect_lazy())
+}
+
+fn client(channel: Channel) -> RaftPeerClient<Channel> {
+    RaftPeerClient::new(channel)
+        .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+}
+
+impl Transport for GrpcTransport {
+    fn attach(&self, mailbox: Mailbox) {
+        self.lock().mailbox = Some(mailbox);
+    }
+
+    fn set_peers(&self, members: &Members) {
+        let header = self.header();
+        let mut st = self.lock();
+        st.peers
+            .retain(|id, p| members.get(id).is_some_and(|m| m.addr == p.addr));
+        let Some(mailbox) = st.mailbox.clone() else {
+            return;
+        };
+        for (&id, info) in members {
+            if id == self.id || st.peers.contains_key(&id) {
+                continue;
+            }
+            let channel = match channel_to(&info.addr) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(peer = id, "{e}");
+                    continue;
+                }
+            };
+            let (tx, rx) = mpsc::channel(limits::PEER_QUEUE_LEN);
+            let sender = PeerSender {
+                to: id,
+                addr: info.addr.clone(),
+                client: client(channel.clone()),
+                header: header.clone(),
+                mailbox: mailbox.clone(),
+            };
+            let task = tokio::spawn(sender.run(rx));
+            st.peers.insert(
+                id,
+                Peer {
+                    addr: info.addr.clone(),
+                    channel,
+                    tx,
+                    task,
+                },
+            );
+        }
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        let st = self.lock();
+        for m in msgs {
+            let to = m.to;
+            let queued = st.peers.get(&to).map(|p| p.tx.try_send(m).is_ok());
+            if queued != Some(true) {
+                if let Some(mb) = &st.mailbox {
+                    mb.report_unreachable(to);
+                }
+            }
+        }
+    }
+
+    fn forward(
+        &self,
+        to: NodeId,
+        kind: ForwardKind,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, ProposeError>> {
+        let channel = self.lock().peers.get(&to).map(|p| p.channel.clone());
+        let header = self.header();
+        Box::pin(async move {
+            let Some(channel) = channel else {
+                return Err(ProposeError::Dropped(format!("no address known for node {to}")));
+            };
+            let kind = match kind {
+                ForwardKind::Propose => nines_proto::raft::v1::ForwardKind::Propose,
+                ForwardKind::ChangeMembership => nines_proto::raft::v1::ForwardKind::ConfChange,
+            };
+            let mut req = tonic::Request::new(ForwardRequest {
+                header: Some(header),
+                kind: kind as i32,
+                payload,
+                timeout_ms: timeout.as_millis() as u64,
+            });
+            req.set_timeout(timeout);
+            match client(channel).forward(req).await {
+                Ok(resp) => match resp.into_inner().result {
+                    Some(forward_response::Result::Response(bytes)) => Ok(bytes),
+                    Some(forward_response::Result::Failure(f)) => {
+                        Err(ProposeError::from_wire(f.kind, f.leader_hint, f.message))
+                    }
+                    None => Err(ProposeError::Unknown("empty forward response".into())),
+                },
+                Err(s) if s.code() == tonic::Code::Unavailable => Err(ProposeError::Dropped(
+                    format!("leader {to} unreachable: {}", s.message()),
+                )),
+                Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(ProposeError::Timeout),
+                Err(s) => Err(ProposeError::Unknown(format!("forward to {to}: {}", s.message()))),
+            }
+        })
+    }
+}
+
+/// The task that owns one peer's queue.
+struct PeerSender {
+    to: NodeId,
+    addr: String,
+    client: RaftPeerClient<Channel>,
+    header: PeerHeader,
+    mailbox: Mailbox,
+}
+
+impl PeerSender {
+    async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
+        let mut backoff_ms = BACKOFF_START_MS;
+        let mut failing = false;
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < limits::PEER_BATCH_LEN {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let has_snapshot = batch.iter().any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
+            match self.send(batch, has_snapshot).await {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!(peer = self.to, addr = %self.addr, "peer reachable again");
+                    }
+                    failing = false;
+                    backoff_ms = BACKOFF_START_MS;
+                    if has_snapshot {
+                        self.mailbox.report_snapshot(self.to, true);
+                    }
+                }
+                Err(status) => {
+                    if !failing {
+                        tracing::warn!(peer = self.to, addr = %self.addr,
+                            "cannot send to peer: {}", status.message());
+                    }
+                    failing = true;
+                    self.mailbox.report_unreachable(self.to);
+                    if has_snapshot {
+                        self.mailbox.report_snapshot(self.to, false);
+                    }
+                    // Stale messages are worthless after a pause: raft resends what matters.
+                    while rx.try_recv().is_ok() {}
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = (backoff_ms * 2).min(limits::PEER_BACKOFF_MAX_MS);
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, batch: Vec<Message>, has_snapshot: bool) -> Result<(), tonic::Status> {
+        let messages = batch
+            .iter()
+            .map(|m| m.write_to_bytes().expect("raft messages encode"))
+            .collect();
+        let mut req = tonic::Request::new(MessageBatch {
+            header: Some(self.header.clone()),
+            to: self.to,
+            messages,
+        });
+        let timeout_ms = if has_snapshot {
+            limits::SNAPSHOT_RPC_TIMEOUT_MS
+        } else {
+            limits::PEER_RPC_TIMEOUT_MS
+        };
+        req.set_timeout(Duration::from_millis(timeout_ms));
+        self.client.send(req).await.map(|_| ())
+    }
+}

@@ -1,0 +1,124 @@
+//! The receiving side of the gRPC peer protocol: authenticate, decode, hand to the driver.
+
+use std::time::Duration;
+
+use nines_core::{limits, PROTOCOL_VERSION};
+use nines_proto::raft::v1::{
+    forward_response, raft_peer_server::RaftPeer, ForwardRequest, ForwardResponse, MessageBatch,
+    PeerHeader, ProposeFailure, SendAck,
+};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use tonic::{Request, Response, Status};
+
+use super::{ForwardHandler, ForwardKind};
+use crate::{Proposer, StateMachine};
+
+/// Longest time a forwarded request may ask the leader to work on it.
+const FORWARD_TIMEOUT_MAX_MS: u64 = 60_000;
+
+/// `nines.raft.v1.RaftPeer` for one node. Raft bytes are decoded only after the header proved
+/// the sender is a member of this cluster speaking this protocol version.
+pub struct PeerService<M: StateMachine> {
+    proposer: Proposer<M>,
+    cluster: String,
+}
+
+impl<M: StateMachine> PeerService<M> {
+    /// The service for the node behind `proposer`, in `cluster`.
+    pub fn new(proposer: Proposer<M>, cluster: impl Into<String>) -> Self {
+        Self {
+            proposer,
+            cluster: cluster.into(),
+        }
+    }
+
+    fn check(&self, header: Option<&PeerHeader>) -> Result<(), Status> {
+        let h = header.ok_or_else(|| Status::invalid_argument("missing peer header"))?;
+        if h.protocol_version != PROTOCOL_VERSION {
+            let msg = format!(
+                "node {} speaks nines wire protocol v{} but this node speaks v{}; run one \
+                 version across the cluster",
+                h.from, h.protocol_version, PROTOCOL_VERSION
+            );
+            tracing::warn!("refused peer: {msg}");
+            return Err(Status::failed_precondition(msg));
+        }
+        if h.cluster != self.cluster {
+            let msg = format!(
+                "node {} belongs to cluster '{}' but this node to cluster '{}'; check peer \
+                 addresses",
+                h.from, h.cluster, self.cluster
+            );
+            tracing::warn!("refused peer: {msg}");
+            return Err(Status::permission_denied(msg));
+        }
+        let status = self.proposer.watch_status();
+        let members = &status.borrow().members;
+        if !members.is_empty() && !members.contains_key(&h.from) {
+            let msg = format!("node {} is not a member of cluster '{}'", h.from, self.cluster);
+            tracing::debug!("refused peer: {msg}");
+            return Err(Status::permission_denied(msg));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl<M: StateMachine> RaftPeer for PeerService<M> {
+    async fn send(&self, req: Request<MessageBatch>) -> Result<Response<SendAck>, Status> {
+        let batch = req.into_inner();
+        self.check(batch.header.as_ref())?;
+        if batch.to != self.proposer.id() {
+            return Err(Status::failed_precondition(format!(
+                "messages for node {} reached node {}; check the peer addresses in the configs",
+                batch.to,
+                self.proposer.id()
+            )));
+        }
+        let msgs = batch
+            .messages
+            .iter()
+            .map(|b| Message::parse_from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+        self.proposer.mailbox().deliver(msgs);
+        Ok(Response::new(SendAck {}))
+    }
+
+    async fn forward(
+        &self,
+        req: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
+        let req = req.into_inner();
+        self.check(req.header.as_ref())?;
+        let kind = match req.kind() {
+            nines_proto::raft::v1::ForwardKind::Propose => ForwardKind::Propose,
+            nines_proto::raft::v1::ForwardKind::ConfChange => ForwardKind::ChangeMembership,
+            nines_proto::raft::v1::ForwardKind::Unspecified => {
+                return Err(Status::invalid_argument("forward kind missing"))
+            }
+        };
+        if req.payload.len() > limits::PROPOSAL_BYTES_MAX {
+            return Err(Status::invalid_argument("forwarded payload too large"));
+        }
+        let timeout = Duration::from_millis(req.timeout_ms.clamp(1, FORWARD_TIMEOUT_MAX_MS));
+        let result = match self.proposer.handle_forward(kind, req.payload, timeout).await {
+            Ok(bytes) => forward_response::Result::Response(bytes),
+            Err(e) => {
+                let leader_hint = match &e {
+                    crate::ProposeError::NotLeader { leader_hint } => leader_hint.unwrap_or(0),
+                    _ => 0,
+                };
+                forward_response::Result::Failure(ProposeFailure {
+                    kind: e.kind_u32(),
+                    leader_hint,
+                    message: e.to_string(),
+                })
+            }
+        };
+        Ok(Response::new(ForwardResponse {
+            result: Some(result),
+        }))
+    }
+}

@@ -1,0 +1,466 @@
+//! One conformance suite for every [`LogStore`] adapter: each `suite_*` function runs against
+//! `MemLogStore` and `SledLogStore` (a `#[test]` per case and adapter), plus sled-only restarts.
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use nines_consensus::{LogStore, MemLogStore, ReadyWrite, SledLogStore, StoreError};
+use protobuf::Message;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, Storage, StorageError, NO_LIMIT};
+use tempfile::TempDir;
+
+fn ent(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        data: format!("payload-{index}-{term}").into_bytes().into(),
+        ..Entry::default()
+    }
+}
+
+fn ents(indexes: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+    indexes.map(|i| ent(i, term)).collect()
+}
+
+fn conf(voters: &[u64], learners: &[u64]) -> ConfState {
+    ConfState {
+        voters: voters.to_vec(),
+        learners: learners.to_vec(),
+        ..ConfState::default()
+    }
+}
+
+fn snap(index: u64, term: u64, cs: ConfState) -> Snapshot {
+    let metadata = SnapshotMetadata {
+        index,
+        term,
+        conf_state: Some(cs).into(),
+        ..SnapshotMetadata::default()
+    };
+    Snapshot {
+        data: format!("image@{index}").into_bytes().into(),
+        metadata: Some(metadata).into(),
+        ..Snapshot::default()
+    }
+}
+
+fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+    HardState {
+        term,
+        vote,
+        commit,
+        ..HardState::default()
+    }
+}
+
+fn append<S: LogStore>(s: &S, entries: Vec<Entry>) {
+    let w = ReadyWrite {
+        entries,
+        ..ReadyWrite::default()
+    };
+    s.write_ready(&w).expect("append");
+}
+
+fn read<S: LogStore>(s: &S, low: u64, high: u64, max: Option<u64>) -> raft::Result<Vec<Entry>> {
+    s.entries(low, high, max, GetEntriesContext::empty(false))
+}
+
+fn err(e: StorageError) -> raft::Error {
+    raft::Error::Store(e)
+}
+
+fn bounds<S: LogStore>(s: &S) -> (u64, u64) {
+    (
+        s.first_index().expect("first"),
+        s.last_index().expect("last"),
+    )
+}
+
+// ---------------------------------------------------------------- cases
+
+fn suite_fresh<S: LogStore>(make: impl Fn() -> S) {
+    let s = make();
+    assert_eq!(bounds(&s), (1, 0));
+    assert_eq!(s.term(0), Ok(0));
+    assert_eq!(s.term(1), Err(err(StorageError::Unavailable)));
+    let st = s.initial_state().expect("initial state");
+    assert_eq!(st.hard_state, HardState::default());
+    assert_eq!(st.conf_state, ConfState::default());
+    assert_eq!(read(&s, 1, 1, None), Ok(vec![]));
+    assert_eq!(
+        s.snapshot(0, 2),
+        Err(err(StorageError::SnapshotTemporarilyUnavailable))
+    );
+    assert!(s.latest_snapshot().expect("latest").is_none());
+    assert!(s.is_empty().expect("is_empty"));
+    s.sync().expect("sync");
+}
+
+fn suite_append_read_back<S: LogStore>(make: impl Fn() -> S) {
+    let s = make();
+    let all = ents(1..=5, 1);
+    append(&s, all.clone());
+    assert_eq!(bounds(&s), (1, 5));
+    assert_eq!(s.term(0), Ok(0));
+    assert_eq!(s.term(3), Ok(1));
+    assert_eq!(read(&s, 1, 6, None), Ok(all.clone()));
+    assert_eq!(read(&s, 1, 6, Some(NO_LIMIT)), Ok(all.clone()));
+    assert_eq!(read(&s, 2, 4, None), Ok(all[1..3].to_vec()));
+    assert_eq!(read(&s, 3, 3, None), Ok(vec![]));
+    // max_size: always at least one entry, then while the cumulative size fits.
+    assert_eq!(read(&s, 1, 6, Some(0)), Ok(all[..1].to_vec()));
+    let two = u64::from(all[0].compute_size() + all[1].compute_size());
+    assert_eq!(read(&s, 1, 6, Some(two)), Ok(all[..2].to_vec()));
+    assert_eq!(read(&s, 1, 6, Some(two + 1)), Ok(all[..2].to_vec()));
+    // Appending at last_index + 1 extends the log.
+    append(&s, ents(6..=7, 2));
+    assert_eq!(bounds(&s), (1, 7));
+    assert_eq!(s.term(7), Ok(2));
+}
+
+fn suite_conflicting_suffix<S: LogStore>(make: impl Fn() -> S) {
+    let s = make();
+    append(&s, ents(1..=5, 1));
+    append(&s, ents(3..=4, 2));
+    assert_eq!(bounds(&s), (1, 4));
+    assert_eq!(s.term(2), Ok(1));
+    assert_eq!(s.term(3), Ok(2));
+    assert_eq!(s.term(4), Ok(2));
+    assert_eq!(s.term(5), Err(err(StorageError::Unavailable)));
+    let mut expected = ents(1..=2, 1);
+    expected.extend(ents(3..=4, 2));
+    assert_eq!(read(&s, 1, 5, None), Ok(expected));
+    // Rewriting from the very first index replaces the whole log.
+    append(&s, ents(1..=1, 3));
+    assert_eq!(bounds(&s), (1, 1));
+    assert_eq!(s.term(1), Ok(3));
+}
+
+fn suite_hard_state<S: LogStore>(make: impl Fn() -> S) {
+    let s = make();
+    let w = ReadyWrite {
+        entries: ents(1..=3, 2),
+        hard_state: Some(hs(2, 1, 2)),
+        ..ReadyWrite::default()
+    };
+    s.write_ready(&w).expect("write");
+    assert_eq!(s.initial_state().expect("state").hard_state, hs(2, 1, 2));
+    s.set_commit(3).expect("set_commit");
+    assert_eq!(s.initial_state().expect("state").hard_state, hs(2, 1, 3));
+    let w = ReadyWrite {
+        hard_state: Some(hs(4, 0, 3)),
+        ..ReadyWrite::default()
+    };
+    s.write_ready(&w).expect("write hs only");
+    assert_eq!(s.initial_state().expect("state").hard_state, hs(4, 0, 3));
+    assert_eq!(bounds(&s), (1, 3));
+}
+
+fn suite_conf_state<S: LogStore>(make: impl Fn() -> S) {
+    let s = make();
+    let w = ReadyWrite {
+        snapshot: Some(snap(1, 1, conf(&[1], &[]))),
+        ..ReadyWrite::default()
+    };
+    s.write_ready(&w).expect("bootstrap snapshot");
+    assert_eq!(
+        s.initial_state().expect("state").conf_state,
+        conf(&[1], &[])
+    );
+    append(&s, ents(2..=4, 1));
+    s.compact_to_snapshot(&snap(3, 1, conf(&[1, 2], &[3])))
+        .expect("compact");
+    assert_eq!(
+        s.initial_state().expect("state").conf_state,
+        conf(&[1, 2], &[3])
+    );
+}
+
+fn suite_snapshot_install<S: LogStore>(make: impl Fn() -> S) {
+    let s = make();
+    append(&s, ents(1..=3, 1));
+    s.set_commit(2).expect("commit");
+    let sn = snap(10, 3, conf(&[1, 2, 3], &[]));
+    let w = ReadyWrite {
+        snapshot: Some(sn.clone()),
+        ..ReadyWrite::default()
+    };
+    s.write_ready(&w).expect("install");
+    assert_eq!(bounds(&s), (11, 10));
+    assert_eq!(s.term(10), Ok(3));
+    assert_eq!(s.term(9), Err(err(StorageError::Compacted)));
+    assert_eq!(s.term(11), Err(err(StorageError::Unavailable)));
+    assert_eq!(read(&s, 10, 11, None), Err(err(StorageError::Compacted)));
+    assert_eq!(read(&s, 11, 11, None), Ok(vec![]));
+    let st = s.initial_state().expect("state");
+    assert_eq!((st.hard_state.commit, st.hard_state.term), (10, 3));
+    assert_eq!(st.conf_state, conf(&[1, 2, 3], &[]));
+    assert_eq!(s.snapshot(0, 2), Ok(sn.clone()));
+    assert_eq!(s.snapshot(10, 2), Ok(sn.clone()));
+    assert_eq!(
+        s.snapshot(11, 2),
+        Err(err(StorageError::SnapshotTemporarilyUnavailable))
+    );
+    assert_eq!(s.latest_snapshot().expect("latest"), Some(sn.clone()));
+    assert!(!s.is_empty().expect("is_empty"));
+
+    // Snapshot, entries and hard state in one write; an older snapshot is ignored.
+    let newer = snap(20, 4, conf(&[1, 2], &[]));
+    let w = ReadyWrite {
+        snapshot: Some(newer.clone()),
+        entries: ents(21..=22, 4),
+        hard_state: Some(hs(4, 2, 21)),
+    };
+    s.write_ready(&w).expect("install with entries");
+    let w = ReadyWrite {
+        snapshot: Some(sn),
+        ..ReadyWrite::default()
+    };
+    s.write_ready(&w).expect("stale snapshot");
+    assert_eq!(bounds(&s), (21, 22));
+    assert_eq!(s.term(20), Ok(4));
+    assert_eq!(read(&s, 21, 23, None), Ok(ents(21..=22, 4)));
+    assert_eq!(s.initial_state().expect("state").hard_state, hs(4, 2, 21));
+    assert_eq!(s.latest_snapshot().expect("latest"), Some(newer));
+}
+
+fn suite_compaction<S: LogStore>(make: impl Fn() -> S) {
+    let s = make();
+    append(&s, ents(1..=5, 1));
+    append(&s, ents(6..=10, 2));
+    s.set_commit(8).expect("commit");
+    let sn = snap(6, 2, conf(&[1, 2, 3], &[]));
+    s.compact_to_snapshot(&sn).expect("compact");
+    assert_eq!(bounds(&s), (7, 10));
+    assert_eq!(s.term(6), Ok(2));
+    assert_eq!(s.term(5), Err(err(StorageError::Compacted)));
+    assert_eq!(read(&s, 6, 8, None), Err(err(StorageError::Compacted)));
+    assert_eq!(read(&s, 7, 11, None), Ok(ents(7..=10, 2)));
+    assert_eq!(s.snapshot(0, 3), Ok(sn.clone()));
+    assert_eq!(s.initial_state().expect("state").hard_state.commit, 8);
+    // Older or equal snapshots change nothing.
+    s.compact_to_snapshot(&snap(3, 1, conf(&[9], &[])))
+        .expect("old");
+    s.compact_to_snapshot(&snap(6, 2, conf(&[9], &[])))
+        .expect("same");
+    assert_eq!(bounds(&s), (7, 10));
+    assert_eq!(s.latest_snapshot().expect("latest"), Some(sn));
+    // Compacting the whole log leaves it empty at the truncation point.
+    let all = snap(10, 2, conf(&[1, 2, 3], &[]));
+    s.compact_to_snapshot(&all).expect("compact all");
+    assert_eq!(bounds(&s), (11, 10));
+    assert_eq!(s.term(10), Ok(2));
+    append(&s, ents(11..=11, 3));
+    assert_eq!(bounds(&s), (11, 11));
+}
+
+fn suite_out_of_range<S: LogStore>(make: impl Fn() -> S) {
+    let s = make();
+    append(&s, ents(1..=3, 1));
+    assert_eq!(s.term(4), Err(err(StorageError::Unavailable)));
+    assert_eq!(s.term(100), Err(err(StorageError::Unavailable)));
+    let beyond = catch_unwind(AssertUnwindSafe(|| read(&s, 1, 5, None)));
+    assert!(beyond.is_err(), "entries past last_index + 1 must panic");
+    // The store stays usable after a caller-bug panic.
+    assert_eq!(read(&s, 1, 4, None), Ok(ents(1..=3, 1)));
+}
+
+fn suite_append_caller_bugs<S: LogStore>(make: impl Fn() -> S) {
+    let s = make();
+    append(&s, ents(1..=5, 1));
+    let gap = catch_unwind(AssertUnwindSafe(|| append(&s, ents(7..=8, 1))));
+    assert!(gap.is_err(), "a gap must panic");
+    s.compact_to_snapshot(&snap(3, 1, ConfState::default()))
+        .expect("compact");
+    let below = catch_unwind(AssertUnwindSafe(|| append(&s, ents(3..=6, 2))));
+    assert!(below.is_err(), "overwriting compacted entries must panic");
+    let beyond = catch_unwind(AssertUnwindSafe(|| {
+        s.compact_to_snapshot(&snap(9, 1, ConfState::default()))
+    }));
+    assert!(beyond.is_err(), "compacting past last_index must panic");
+    // Nothing changed, and the store still works.
+    assert_eq!(bounds(&s), (4, 5));
+    assert_eq!(read(&s, 4, 6, None), Ok(ents(4..=5, 1)));
+    append(&s, ents(6..=6, 1));
+    assert_eq!(bounds(&s), (4, 6));
+}
+
+fn suite_meta<S: LogStore>(make: impl Fn() -> S) {
+    let s = make();
+    assert_eq!(s.get_meta("cluster").expect("get"), None);
+    s.put_meta("cluster", b"alpha").expect("put");
+    s.put_meta("node_id", &7u64.to_be_bytes()).expect("put");
+    assert_eq!(s.get_meta("cluster").expect("get"), Some(b"alpha".to_vec()));
+    s.put_meta("cluster", b"beta").expect("overwrite");
+    assert_eq!(s.get_meta("cluster").expect("get"), Some(b"beta".to_vec()));
+    assert_eq!(
+        s.get_meta("node_id").expect("get"),
+        Some(7u64.to_be_bytes().to_vec())
+    );
+    // Metadata is not Raft state: the log is still empty.
+    assert!(s.is_empty().expect("is_empty"));
+    assert_eq!(bounds(&s), (1, 0));
+}
+
+fn suite_is_empty<S: LogStore>(make: impl Fn() -> S) {
+    let s = make();
+    assert!(s.is_empty().expect("is_empty"));
+    append(&s, ents(1..=1, 1));
+    assert!(!s.is_empty().expect("is_empty"));
+
+    let s = make();
+    s.set_commit(0).expect("no-op commit");
+    assert!(s.is_empty().expect("is_empty"));
+    let w = ReadyWrite {
+        hard_state: Some(hs(1, 1, 0)),
+        ..ReadyWrite::default()
+    };
+    s.write_ready(&w).expect("hs");
+    assert!(!s.is_empty().expect("is_empty"));
+
+    let s = make();
+    let w = ReadyWrite {
+        snapshot: Some(snap(1, 1, conf(&[1], &[]))),
+        ..ReadyWrite::default()
+    };
+    s.write_ready(&w).expect("snapshot");
+    assert!(!s.is_empty().expect("is_empty"));
+}
+
+// ---------------------------------------------------------------- sled-only
+
+/// Fresh sled stores, each in its own temporary directory that lives as long as `self`.
+#[derive(Default)]
+struct SledDirs(RefCell<Vec<TempDir>>);
+
+impl SledDirs {
+    fn make(&self) -> SledLogStore {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledLogStore::open(dir.path()).expect("open sled store");
+        self.0.borrow_mut().push(dir);
+        store
+    }
+}
+
+#[test]
+fn sled_reopen_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = snap(5, 2, conf(&[1, 2, 3], &[4]));
+    {
+        let s = SledLogStore::open(dir.path()).expect("open");
+        append(&s, ents(1..=4, 1));
+        append(&s, ents(5..=9, 2));
+        s.compact_to_snapshot(&sn).expect("compact");
+        let w = ReadyWrite {
+            entries: ents(8..=10, 3),
+            hard_state: Some(hs(3, 2, 9)),
+            ..ReadyWrite::default()
+        };
+        s.write_ready(&w).expect("write");
+        s.put_meta("cluster", b"alpha").expect("meta");
+        s.sync().expect("sync");
+    }
+    let s = SledLogStore::open(dir.path()).expect("reopen");
+    assert_eq!(bounds(&s), (6, 10));
+    assert_eq!(s.term(5), Ok(2));
+    assert_eq!(s.term(4), Err(err(StorageError::Compacted)));
+    assert_eq!(s.term(7), Ok(2));
+    assert_eq!(s.term(8), Ok(3));
+    let mut expected = ents(6..=7, 2);
+    expected.extend(ents(8..=10, 3));
+    assert_eq!(read(&s, 6, 11, None), Ok(expected));
+    let st = s.initial_state().expect("state");
+    assert_eq!(st.hard_state, hs(3, 2, 9));
+    assert_eq!(st.conf_state, conf(&[1, 2, 3], &[4]));
+    assert_eq!(s.snapshot(0, 2), Ok(sn.clone()));
+    assert_eq!(s.latest_snapshot().expect("latest"), Some(sn));
+    assert_eq!(
+        s.get_meta("cluster").expect("meta"),
+        Some(b"alpha".to_vec())
+    );
+    assert!(!s.is_empty().expect("is_empty"));
+}
+
+#[test]
+fn sled_reopen_after_snapshot_install() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = snap(1, 1, conf(&[1], &[]));
+    {
+        let s = SledLogStore::open(dir.path()).expect("open");
+        let w = ReadyWrite {
+            snapshot: Some(sn.clone()),
+            ..ReadyWrite::default()
+        };
+        s.write_ready(&w).expect("install");
+        s.sync().expect("sync");
+    }
+    let s = SledLogStore::open(dir.path()).expect("reopen");
+    assert_eq!(bounds(&s), (2, 1));
+    assert_eq!(s.term(1), Ok(1));
+    let st = s.initial_state().expect("state");
+    assert_eq!((st.hard_state.commit, st.hard_state.term), (1, 1));
+    assert_eq!(st.conf_state, conf(&[1], &[]));
+    assert_eq!(s.snapshot(1, 2), Ok(sn));
+}
+
+#[test]
+fn sled_reopen_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(SledLogStore::open(dir.path()).expect("open"));
+    let s = SledLogStore::open(dir.path()).expect("reopen");
+    assert!(s.is_empty().expect("is_empty"));
+    assert_eq!(bounds(&s), (1, 0));
+}
+
+#[test]
+fn store_error_displays() {
+    assert_eq!(
+        StoreError::Io("disk".into()).to_string(),
+        "storage I/O failed: disk"
+    );
+}
+
+// ---------------------------------------------------------------- one test per (case, adapter)
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod mem {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(nines_consensus::MemLogStore::new);
+                }
+            )*
+        }
+        mod sled {
+            $(
+                #[test]
+                fn $case() {
+                    let dirs = super::SledDirs::default();
+                    super::$case(|| dirs.make());
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    suite_fresh,
+    suite_append_read_back,
+    suite_conflicting_suffix,
+    suite_hard_state,
+    suite_conf_state,
+    suite_snapshot_install,
+    suite_compaction,
+    suite_out_of_range,
+    suite_append_caller_bugs,
+    suite_meta,
+    suite_is_empty,
+);
+
+#[test]
+fn mem_store_is_a_log_store() {
+    fn assert_store<S: LogStore>(_: &S) {}
+    assert_store(&MemLogStore::new());
+}
