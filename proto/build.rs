@@ -3,7 +3,10 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     std::env::set_var("PROTOC", protoc);
-    let protos = ["proto/nines/raft/v1/raft.proto", "proto/nines/cluster/v1/cluster.proto"];
+    let protos = [
+        "proto/nines/raft/v1/raft.proto",
+        "proto/nines/cluster/v1/cluster.proto",
+    ];
     tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

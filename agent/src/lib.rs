@@ -1,1 +1,18 @@
+//! nines-agent: the daemon that runs on every node.
+//!
+//! Data flow: [`AgentConfig`] (TOML) → [`run`] opens the data dir (format-checked), starts the
+//! Raft node (`nines-consensus`) with the composite [`AgentState`] state machine, and serves gRPC
+//! on one TCP port: `nines.raft.v1.RaftPeer` for peers and `nines.cluster.v1.Cluster` for
+//! operators. It stops on the injected shutdown signal (SIGTERM in the binary) within a grace
+//! period, or at once with an error if the node hits a fatal storage or state-machine error.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
+mod config;
+mod datadir;
+mod server;
+mod state;
+
+pub use config::{AgentConfig, ConfigError, PeerConfig};
+pub use server::{run, AgentError};
+pub use state::{AgentState, ClusterCommand, ClusterResponse, Command, Response};

@@ -1,1 +1,393 @@
-fn main(){}
+//! `nines`: the one binary — agent, status, admin, bench, demo.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{anyhow, Context};
+use clap::{Args, Parser, Subcommand};
+use nines_cli::{
+    bench, client,
+    local::{LocalCluster, LocalOptions},
+    output::{table, Format},
+};
+use nines_core::shutdown::Shutdown;
+use nines_proto::{
+    ais_from_status,
+    cluster::v1::{AddNodeRequest, MembershipResponse, RemoveNodeRequest},
+};
+
+mod demo;
+
+/// nines: carrier-grade high availability for Linux clusters.
+///
+/// Run one agent per node (`nines agent`), then drive the cluster from anywhere with the client
+/// commands. Client commands reach the cluster through --endpoints (any agents' host:port).
+#[derive(Parser)]
+#[command(name = "nines", version, propagate_version = true)]
+struct Cli {
+    /// Agents to talk to, comma-separated host:port (any subset of the cluster will do).
+    #[arg(long, global = true, env = "NINES_ENDPOINTS", default_value = client::DEFAULT_ENDPOINTS)]
+    endpoints: String,
+    /// Output format: `table` for people, `json` for scripts.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run an agent (one per node) until SIGTERM or Ctrl-C.
+    ///
+    /// Example: nines agent --config deploy/local/n1.toml
+    Agent(AgentArgs),
+    /// Show the cluster: leader, term, and each member's role and raft indexes.
+    ///
+    /// Unreachable members are shown as such; the command fails only if no endpoint answers.
+    ///
+    /// Example: nines status -o json
+    Status,
+    /// Administrative operations.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Benchmarks (use a release build: cargo run --release -- bench ...).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+    /// Start a throw-away local 3-node cluster, run a leader failover drill, clean up.
+    ///
+    /// Needs nothing but this binary: temporary data dirs, free loopback ports.
+    ///
+    /// Example: nines demo
+    Demo,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// The agent's TOML config (see deploy/local/n1.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// Override the config's data_dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Cluster membership.
+    #[command(subcommand)]
+    Node(NodeCmd),
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Add a voter. Start its agent first with `join = true` in its config.
+    ///
+    /// Example: nines admin node add --id 4 --addr 127.0.0.1:7104 --name n4
+    Add {
+        /// The new node's id (positive, never used before).
+        #[arg(long)]
+        id: u64,
+        /// Its host:port.
+        #[arg(long)]
+        addr: String,
+        /// Its name (default n<ID>).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a member. Removing the leader first moves leadership elsewhere.
+    ///
+    /// Example: nines admin node remove --id 3
+    Remove {
+        /// The member's id.
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Proposal throughput and latency (acknowledged after quorum commit + fsync).
+    ///
+    /// Example: nines bench raft --local --inflight 1,64
+    Raft {
+        /// Start a throw-away local 3-node cluster for the run instead of using --endpoints.
+        #[arg(long)]
+        local: bool,
+        /// Proposals per run.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Proposals in flight; a comma-separated list runs once per value.
+        #[arg(long, default_value = "1,64", value_delimiter = ',')]
+        inflight: Vec<usize>,
+        /// Bytes per proposal value.
+        #[arg(long, default_value_t = 128)]
+        value_bytes: usize,
+    },
+    /// Kill -9 the leader of a throw-away local 3-node cluster, N times; measure the time to the
+    /// next acknowledged proposal.
+    ///
+    /// Example: nines bench failover --trials 10
+    Failover {
+        /// Number of leader kills.
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(dispatch(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nines: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let endpoints = client::parse_endpoints(&cli.endpoints);
+    match cli.command {
+        Cmd::Agent(a) => run_agent(a).await,
+        Cmd::Status => status(&endpoints, cli.output).await,
+        Cmd::Admin(AdminCmd::Node(n)) => admin_node(&endpoints, n, cli.output).await,
+        Cmd::Bench(b) => run_bench(&endpoints, b, cli.output).await,
+        Cmd::Demo => demo::run().await,
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
+    init_logging(a.log_json);
+    let mut cfg = nines_agent::AgentConfig::load(&a.config)?;
+    if let Some(d) = a.data_dir {
+        cfg.data_dir = d;
+    }
+    let (shutdown, signal) = Shutdown::new();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+        shutdown.trigger();
+        // Keep the trigger alive: dropping it is not a second signal.
+        std::future::pending::<()>().await;
+    });
+    nines_agent::run(cfg, signal).await.map_err(|e| {
+        tracing::error!("agent stopped: {e}");
+        anyhow!(e)
+    })
+}
+
+async fn status(endpoints: &[String], format: Format) -> anyhow::Result<()> {
+    let view = client::cluster_view(endpoints).await?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string(&view)?);
+        return Ok(());
+    }
+    let leader = match view.leader {
+        Some(l) => {
+            let name = view
+                .members
+                .iter()
+                .find(|m| m.id == l)
+                .map(|m| m.name.as_str());
+            format!("{l} ({})", name.unwrap_or("?"))
+        }
+        None => "none".into(),
+    };
+    println!("term {} · leader {leader}", view.term);
+    let rows: Vec<Vec<String>> = view
+        .members
+        .iter()
+        .map(|m| {
+            let unreachable = m.role == "unreachable";
+            let idx = |v: u64| {
+                if unreachable {
+                    "-".into()
+                } else {
+                    v.to_string()
+                }
+            };
+            vec![
+                m.id.to_string(),
+                m.name.clone(),
+                m.addr.clone(),
+                m.role.clone(),
+                idx(m.commit),
+                idx(m.applied),
+                m.protocol_version.map_or("-".into(), |v| format!("v{v}")),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &["ID", "NAME", "ADDRESS", "ROLE", "COMMIT", "APPLIED", "PROTOCOL"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+async fn admin_node(endpoints: &[String], cmd: NodeCmd, format: Format) -> anyhow::Result<()> {
+    let mut last = anyhow!("no endpoints given");
+    for ep in endpoints {
+        let mut c = client::connect(ep)?;
+        let r = match &cmd {
+            NodeCmd::Add { id, addr, name } => {
+                let req = AddNodeRequest {
+                    id: *id,
+                    name: name.clone().unwrap_or_default(),
+                    addr: addr.clone(),
+                    timeout_ms: 10_000,
+                };
+                c.add_node(req).await
+            }
+            NodeCmd::Remove { id } => {
+                c.remove_node(RemoveNodeRequest {
+                    id: *id,
+                    timeout_ms: 10_000,
+                })
+                .await
+            }
+        };
+        match r {
+            Ok(resp) => return print_members(resp.into_inner(), format),
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && s.metadata().get(nines_proto::AIS_CODE_HEADER).is_none() =>
+            {
+                last = anyhow!("{ep}: {}", s.message());
+            }
+            Err(s) => return Err(anyhow!("{}", ais_from_status(&s))),
+        }
+    }
+    Err(last.context("no agent answered"))
+}
+
+fn print_members(m: MembershipResponse, format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        let members: Vec<serde_json::Value> = m
+            .members
+            .iter()
+            .map(
+                |m| serde_json::json!({"id": m.id, "name": m.name, "addr": m.addr, "kind": m.kind}),
+            )
+            .collect();
+        println!("{}", serde_json::json!({ "members": members }));
+    } else {
+        let rows: Vec<Vec<String>> = m
+            .members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.id.to_string(),
+                    m.name.clone(),
+                    m.addr.clone(),
+                    m.kind.clone(),
+                ]
+            })
+            .collect();
+        println!("{}", table(&["ID", "NAME", "ADDRESS", "KIND"], &rows));
+    }
+    Ok(())
+}
+
+async fn run_bench(endpoints: &[String], cmd: BenchCmd, format: Format) -> anyhow::Result<()> {
+    let bin = std::env::current_exe().context("cannot find the nines binary")?;
+    match cmd {
+        BenchCmd::Raft {
+            local,
+            requests,
+            inflight,
+            value_bytes,
+        } => {
+            let cluster = if local {
+                let c = LocalCluster::start(&bin, 3, LocalOptions::default())?;
+                c.wait_leader(Duration::from_secs(30)).await?;
+                Some(c)
+            } else {
+                None
+            };
+            let eps = cluster
+                .as_ref()
+                .map_or(endpoints.to_vec(), |c| c.endpoints());
+            let mut results = Vec::new();
+            for k in inflight {
+                if format == Format::Table {
+                    eprintln!("running {requests} proposals with {k} in flight ...");
+                }
+                let r = bench::throughput(&eps, requests, k, value_bytes).await?;
+                if format == Format::Table {
+                    println!(
+                        "inflight {:>3}: {:>8.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
+                        r.inflight, r.ops_per_sec, r.latency.p50_ms, r.latency.p99_ms, r.latency.max_ms
+                    );
+                }
+                results.push(r);
+            }
+            if format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "bench": "raft", "runs": results })
+                );
+            }
+            Ok(())
+        }
+        BenchCmd::Failover { trials } => {
+            let mut cluster = LocalCluster::start(&bin, 3, LocalOptions::default())?;
+            if format == Format::Table {
+                eprintln!(
+                    "local cluster in {}; {trials} leader kills",
+                    cluster.root().display()
+                );
+            }
+            let table_out = format == Format::Table;
+            let out = bench::failover(&mut cluster, trials, |t| {
+                if table_out {
+                    println!(
+                        "trial {:>2}: killed leader {} → next commit after {:>6.0} ms",
+                        t.trial, t.killed, t.ms
+                    );
+                }
+            })
+            .await?;
+            let mut ms: Vec<f64> = out.iter().map(|t| t.ms).collect();
+            let p = bench::percentiles(&mut ms);
+            if format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "bench": "failover", "trials": out, "summary": p })
+                );
+            } else {
+                println!(
+                    "leader kill → next commit: min {:.0} ms · p50 {:.0} ms · p99 {:.0} ms · max {:.0} ms",
+                    p.min_ms, p.p50_ms, p.p99_ms, p.max_ms
+                );
+            }
+            Ok(())
+        }
+    }
+}

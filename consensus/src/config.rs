@@ -96,7 +96,10 @@ mod tests {
         assert_eq!(c.tick(), Duration::from_millis(50));
         let r = c.to_raft(1, 0);
         r.validate().expect("raft accepts it");
-        assert_eq!((r.heartbeat_tick, r.min_election_tick, r.max_election_tick), (2, 10, 20));
+        assert_eq!(
+            (r.heartbeat_tick, r.min_election_tick, r.max_election_tick),
+            (2, 10, 20)
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::{
     mailbox::{NetInput, ProposeReply, ReadFn, Request},
     status::NodeStatus,
     store::StoreRef,
-    Fatal, LogStore, MembershipChange, Members, ProposeError, StateMachine, Transport,
+    Fatal, LogStore, Members, MembershipChange, ProposeError, StateMachine, Transport,
 };
 
 /// A read waiting for its ReadIndex round.
@@ -76,6 +76,10 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
+                _ = ticker.tick() => {
+                    self.raw.tick();
+                    self.on_tick();
+                }
                 Some(input) = self.net.recv() => {
                     self.on_net(input);
                     for _ in 0..limits::DRIVER_BUDGET_MSGS {
@@ -94,14 +98,13 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                         }
                     }
                 }
-                _ = ticker.tick() => {
-                    self.raw.tick();
-                    self.on_tick();
-                }
             }
             self.handle_ready()?;
             if self.removed {
-                tracing::warn!(node = self.id, "this node was removed from the cluster; stopping");
+                tracing::warn!(
+                    node = self.id,
+                    "this node was removed from the cluster; stopping"
+                );
                 break;
             }
         }
@@ -176,7 +179,9 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
             return;
         }
         if let Err(e) = postcard::from_bytes::<M::Command>(&command) {
-            let _ = reply.send(Err(ProposeError::Rejected(format!("undecodable command: {e}"))));
+            let _ = reply.send(Err(ProposeError::Rejected(format!(
+                "undecodable command: {e}"
+            ))));
             return;
         }
         let stamp = now_ms().to_be_bytes().to_vec();
@@ -241,13 +246,14 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                 if id == self.id {
                     // raft-rs 0.7: a removed leader keeps heartbeating (RAFT-NOTES §4), so the
                     // leader hands over first and the caller's retry reaches the new leader.
-                    let to = self.members.keys().copied().find(|&m| m != self.id);
-                    if let Some(to) = to {
-                        self.raw.transfer_leader(to);
-                    }
-                    let _ = reply.send(Err(ProposeError::Dropped(format!(
-                        "node {id} is the leader; leadership is moving away before its removal"
-                    ))));
+                    let msg = match self.transfer_target() {
+                        Some(to) => {
+                            self.raw.transfer_leader(to);
+                            format!("node {id} is the leader; leadership is moving to node {to}")
+                        }
+                        None => format!("node {id} is the leader and no other voter is ready"),
+                    };
+                    let _ = reply.send(Err(ProposeError::Dropped(msg)));
                     return;
                 }
                 cc.set_change_type(ConfChangeType::RemoveNode);
@@ -262,9 +268,29 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         }
     }
 
+    /// The voter best placed to take over leadership: recently active, most caught up.
+    fn transfer_target(&self) -> Option<NodeId> {
+        let prs = self.raw.raft.prs();
+        prs.conf()
+            .voters()
+            .ids()
+            .iter()
+            .filter(|&id| id != self.id)
+            .filter_map(|id| {
+                prs.get(id)
+                    .filter(|p| p.recent_active)
+                    .map(|p| (p.matched, id))
+            })
+            .max()
+            .map(|(_, id)| id)
+    }
+
     fn issue_read(&mut self, read: PendingRead<M>) {
-        self.read_seq += 1;
-        let ctx = self.read_seq.to_be_bytes().to_vec();
+        // Unique across nodes and restarts: raft-rs ignores a context already pending, and a
+        // late answer to a previous life's read must not match a new one.
+        self.read_seq = self.read_seq.wrapping_add(1);
+        let mut ctx = self.id.to_be_bytes().to_vec();
+        ctx.extend_from_slice(&self.read_seq.to_be_bytes());
         self.raw.read_index(ctx.clone());
         self.reads_waiting.insert(ctx, read);
     }

@@ -34,7 +34,7 @@ mod transport;
 pub use config::RaftConfig;
 pub use error::{Fatal, ProposeError};
 pub use mailbox::Mailbox;
-pub use members::{MembershipChange, Members, PeerInfo};
+pub use members::{Members, MembershipChange, PeerInfo};
 pub use node::{start, NodeConfig, StartedNode};
 pub use proposer::{Proposer, ReadMode};
 pub use state_machine::{ApplyContext, StateMachine};

@@ -16,7 +16,10 @@ pub(crate) type ReadFn<M> = Box<dyn FnOnce(&M) + Send>;
 /// What callers (through a `Proposer`) ask of the driver task.
 pub(crate) enum Request<M> {
     /// Propose a command (encoded) on this node, which must be the leader.
-    Propose { command: Vec<u8>, reply: ProposeReply },
+    Propose {
+        command: Vec<u8>,
+        reply: ProposeReply,
+    },
     /// Propose a membership change on this node, which must be the leader.
     ChangeMembership {
         change: MembershipChange,

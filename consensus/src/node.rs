@@ -36,6 +36,9 @@ pub struct NodeConfig {
     /// the same book). If empty, or without this node, the node starts empty and waits to be
     /// added by a running cluster (`add_voter`), which then sends it a snapshot.
     pub bootstrap: Members,
+    /// Peers to reach before this node knows any members (a joining node): its replies to the
+    /// leader need an address until the leader's snapshot brings the member book.
+    pub seed_peers: Members,
 }
 
 /// A started node: its handle and its driver task.
@@ -79,7 +82,11 @@ pub fn start<S: LogStore, M: StateMachine>(
         members = env.members;
         applied = snap.get_metadata().index;
     }
-    transport.set_peers(&members);
+    transport.set_peers(if members.is_empty() {
+        &cfg.seed_peers
+    } else {
+        &members
+    });
     sm.on_membership(&members);
 
     let snapshot_wanted = Arc::new(AtomicBool::new(false));
@@ -119,7 +126,7 @@ pub fn start<S: LogStore, M: StateMachine>(
         pending: HashMap::new(),
         reads_waiting: HashMap::new(),
         reads_ready: Default::default(),
-        read_seq: 0,
+        read_seq: rand::random::<u64>() >> 1,
         applied,
         snapshot_index: applied,
         removed: false,
@@ -146,7 +153,9 @@ fn check_identity<S: LogStore>(store: &S, cfg: &NodeConfig) -> Result<(), Fatal>
     }
     match store.get_meta("node_id")? {
         Some(id) if id != cfg.id.to_be_bytes() => {
-            let was = <[u8; 8]>::try_from(id.as_slice()).map(u64::from_be_bytes).unwrap_or(0);
+            let was = <[u8; 8]>::try_from(id.as_slice())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
             Err(Fatal::Config(format!(
                 "the data dir belongs to node {was} but the config says node {}; a node's id \
                  never changes: point data_dir elsewhere or fix `node_id`",
@@ -177,9 +186,11 @@ fn bootstrap<S: LogStore, M: StateMachine>(
     meta.index = 1;
     meta.term = 1;
     meta.mut_conf_state().voters = voters.keys().copied().collect();
-    let mut hs = raft::eraftpb::HardState::default();
-    hs.term = 1;
-    hs.commit = 1;
+    let hs = raft::eraftpb::HardState {
+        term: 1,
+        commit: 1,
+        ..Default::default()
+    };
     store.write_ready(&ReadyWrite {
         snapshot: Some(snap),
         entries: vec![],

@@ -12,7 +12,7 @@ use crate::{
     mailbox::{ReadFn, Request},
     status::NodeStatus,
     transport::{BoxFuture, ForwardHandler, ForwardKind},
-    Mailbox, MembershipChange, Members, PeerInfo, ProposeError, StateMachine, Transport,
+    Mailbox, Members, MembershipChange, PeerInfo, ProposeError, StateMachine, Transport,
 };
 
 /// How long a caller waits before asking again when no leader is known.
@@ -103,7 +103,9 @@ impl<M: StateMachine> Proposer<M> {
     ) -> Result<M::Response, ProposeError> {
         let payload = postcard::to_stdvec(cmd)
             .map_err(|e| ProposeError::Rejected(format!("command does not encode: {e}")))?;
-        let bytes = self.submit(ForwardKind::Propose, payload, timeout, true).await?;
+        let bytes = self
+            .submit(ForwardKind::Propose, payload, timeout, true)
+            .await?;
         postcard::from_bytes(&bytes)
             .map_err(|e| ProposeError::Unknown(format!("undecodable response: {e}")))
     }
@@ -115,12 +117,17 @@ impl<M: StateMachine> Proposer<M> {
         info: PeerInfo,
         timeout: Duration,
     ) -> Result<Members, ProposeError> {
-        self.change(MembershipChange::AddVoter { id, info }, timeout).await
+        self.change(MembershipChange::AddVoter { id, info }, timeout)
+            .await
     }
 
     /// Remove a member; returns the member book once the change is applied. Removing the
     /// leader first moves leadership away.
-    pub async fn remove_member(&self, id: NodeId, timeout: Duration) -> Result<Members, ProposeError> {
+    pub async fn remove_member(
+        &self,
+        id: NodeId,
+        timeout: Duration,
+    ) -> Result<Members, ProposeError> {
         self.change(MembershipChange::Remove { id }, timeout).await
     }
 
@@ -130,7 +137,9 @@ impl<M: StateMachine> Proposer<M> {
         timeout: Duration,
     ) -> Result<Members, ProposeError> {
         let payload = postcard::to_stdvec(&change).expect("membership changes encode");
-        let bytes = self.submit(ForwardKind::ChangeMembership, payload, timeout, true).await?;
+        let bytes = self
+            .submit(ForwardKind::ChangeMembership, payload, timeout, true)
+            .await?;
         postcard::from_bytes(&bytes)
             .map_err(|e| ProposeError::Unknown(format!("undecodable response: {e}")))
     }
@@ -152,7 +161,11 @@ impl<M: StateMachine> Proposer<M> {
             read,
         };
         let work = async {
-            self.inner.requests.send(req).await.map_err(|_| ProposeError::Stopped)?;
+            self.inner
+                .requests
+                .send(req)
+                .await
+                .map_err(|_| ProposeError::Stopped)?;
             rx.await.map_err(|_| ProposeError::Stopped)
         };
         tokio::time::timeout(timeout, work)
@@ -185,7 +198,10 @@ impl<M: StateMachine> Proposer<M> {
             } = err
             {
                 if leader != self.inner.id {
-                    let fwd = self.inner.transport.forward(leader, kind, payload.clone(), remaining);
+                    let fwd =
+                        self.inner
+                            .transport
+                            .forward(leader, kind, payload.clone(), remaining);
                     match tokio::time::timeout(remaining, fwd).await {
                         Ok(Ok(v)) => return Ok(v),
                         Ok(Err(e)) if e.is_retryable() => {}
@@ -220,7 +236,11 @@ impl<M: StateMachine> Proposer<M> {
             },
         };
         let work = async {
-            self.inner.requests.send(req).await.map_err(|_| ProposeError::Stopped)?;
+            self.inner
+                .requests
+                .send(req)
+                .await
+                .map_err(|_| ProposeError::Stopped)?;
             rx.await.map_err(|_| ProposeError::Stopped)?
         };
         tokio::time::timeout(timeout, work)

@@ -16,6 +16,17 @@ use crate::{
     ApplyContext, Fatal, LogStore, PeerInfo, ProposeError, StateMachine,
 };
 
+/// fsync without stalling the runtime's other tasks (timers, transport) where the runtime allows.
+fn sync_blocking<S: LogStore>(store: &S) -> Result<(), Fatal> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| store.sync())?;
+    } else {
+        store.sync()?;
+    }
+    Ok(())
+}
+
 impl<S: LogStore, M: StateMachine> Driver<S, M> {
     /// Handle every pending `Ready`: persist (fsync when required) → send → apply → advance.
     pub(crate) fn handle_ready(&mut self) -> Result<(), Fatal> {
@@ -36,11 +47,10 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                 entries: rd.entries().to_vec(),
                 hard_state: rd.hs().cloned(),
             };
-            if write.snapshot.is_some() || !write.entries.is_empty() || write.hard_state.is_some()
-            {
+            if write.snapshot.is_some() || !write.entries.is_empty() || write.hard_state.is_some() {
                 self.store.write_ready(&write)?;
                 if rd.must_sync() {
-                    self.store.sync()?;
+                    sync_blocking(&*self.store)?;
                 }
             }
             if let Some(snap) = snapshot {
@@ -128,7 +138,10 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                         ConfChangeV2::default()
                     } else {
                         ConfChangeV2::parse_from_bytes(e.get_data()).map_err(|err| {
-                            Fatal::StateMachine(format!("entry {}: bad conf change: {err}", e.index))
+                            Fatal::StateMachine(format!(
+                                "entry {}: bad conf change: {err}",
+                                e.index
+                            ))
                         })?
                     };
                     self.raw.apply_conf_change(&cc)?;
@@ -138,7 +151,12 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         }
         // Anything still pending at or below applied was overwritten by another leader's entry.
         let applied = self.applied;
-        let gone: Vec<u64> = self.pending.keys().copied().filter(|&i| i <= applied).collect();
+        let gone: Vec<u64> = self
+            .pending
+            .keys()
+            .copied()
+            .filter(|&i| i <= applied)
+            .collect();
         for i in gone {
             if let Some((_, reply)) = self.pending.remove(&i) {
                 let _ = reply.send(Err(ProposeError::Dropped(
@@ -155,7 +173,9 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
             // because another was still pending.
             self.reply(
                 e,
-                Err(ProposeError::Dropped("another membership change was in progress".into())),
+                Err(ProposeError::Dropped(
+                    "another membership change was in progress".into(),
+                )),
             );
             return Ok(());
         }
@@ -200,6 +220,9 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         }
         self.transport.set_peers(&self.members);
         self.sm.on_membership(&self.members);
+        // A node added from now on must get a snapshot whose conf state includes it and that
+        // postdates any earlier removal of its id: take one after every membership change.
+        self.snapshot_wanted.store(true, Ordering::Relaxed);
         let bytes = postcard::to_stdvec(&self.members).expect("members encode");
         self.reply(e, Ok(bytes));
         Ok(())
@@ -212,7 +235,9 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
             let result = if term == e.term {
                 result
             } else {
-                Err(ProposeError::Dropped("the entry was replaced by another leader's".into()))
+                Err(ProposeError::Dropped(
+                    "the entry was replaced by another leader's".into(),
+                ))
             };
             let _ = reply.send(result);
         }
@@ -254,7 +279,11 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         meta.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
         self.store.compact_to_snapshot(&snap)?;
         self.snapshot_index = self.applied;
-        tracing::info!(node = self.id, index = self.applied, "snapshot taken; log compacted");
+        tracing::info!(
+            node = self.id,
+            index = self.applied,
+            "snapshot taken; log compacted"
+        );
         Ok(())
     }
 

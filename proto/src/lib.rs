@@ -46,7 +46,11 @@ pub fn status_from_ais(e: &AisError) -> tonic::Status {
     let mut status = tonic::Status::new(code, e.message.clone());
     status.metadata_mut().insert(
         AIS_CODE_HEADER,
-        e.code.as_u32().to_string().parse().expect("digits are valid metadata"),
+        e.code
+            .as_u32()
+            .to_string()
+            .parse()
+            .expect("digits are valid metadata"),
     );
     status
 }
@@ -81,7 +85,12 @@ mod tests {
 
     #[test]
     fn ais_errors_survive_a_status_round_trip() {
-        for code in [ErrorCode::TryAgain, ErrorCode::Exist, ErrorCode::TooBig, ErrorCode::Version] {
+        for code in [
+            ErrorCode::TryAgain,
+            ErrorCode::Exist,
+            ErrorCode::TooBig,
+            ErrorCode::Version,
+        ] {
             let e = AisError::new(code, "why and what to do");
             assert_eq!(ais_from_status(&status_from_ais(&e)), e);
         }

@@ -135,10 +135,14 @@ impl Transport for GrpcTransport {
         let st = self.lock();
         for m in msgs {
             let to = m.to;
+            let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
             let queued = st.peers.get(&to).map(|p| p.tx.try_send(m).is_ok());
             if queued != Some(true) {
                 if let Some(mb) = &st.mailbox {
                     mb.report_unreachable(to);
+                    if snapshot {
+                        mb.report_snapshot(to, false);
+                    }
                 }
             }
         }
@@ -155,7 +159,9 @@ impl Transport for GrpcTransport {
         let header = self.header();
         Box::pin(async move {
             let Some(channel) = channel else {
-                return Err(ProposeError::Dropped(format!("no address known for node {to}")));
+                return Err(ProposeError::Dropped(format!(
+                    "no address known for node {to}"
+                )));
             };
             let kind = match kind {
                 ForwardKind::Propose => nines_proto::raft::v1::ForwardKind::Propose,
@@ -176,15 +182,27 @@ impl Transport for GrpcTransport {
                     }
                     None => Err(ProposeError::Unknown("empty forward response".into())),
                 },
-                Err(s) if s.code() == tonic::Code::Unavailable => Err(ProposeError::Dropped(
-                    format!("leader {to} unreachable: {}", s.message()),
-                )),
+                // Only a failed connect proves the request never reached the leader.
+                Err(s) if s.code() == tonic::Code::Unavailable && is_connect_error(&s) => Err(
+                    ProposeError::Dropped(format!("leader {to} unreachable: {}", s.message())),
+                ),
                 Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(ProposeError::Timeout),
-                Err(s) => Err(ProposeError::Unknown(format!("forward to {to}: {}", s.message()))),
+                Err(s) => Err(ProposeError::Unknown(format!(
+                    "forward to {to}: {}",
+                    s.message()
+                ))),
             }
         })
     }
 }
+
+fn is_connect_error(s: &tonic::Status) -> bool {
+    let m = s.message().to_ascii_lowercase();
+    m.contains("connect error") || m.contains("connection refused")
+}
+
+/// Largest sum of encoded message sizes in one batch; a snapshot always travels alone.
+const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// The task that owns one peer's queue.
 struct PeerSender {
@@ -199,15 +217,34 @@ impl PeerSender {
     async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
         let mut backoff_ms = BACKOFF_START_MS;
         let mut failing = false;
-        while let Some(first) = rx.recv().await {
+        let mut carry: Option<Message> = None;
+        loop {
+            let first = match carry.take() {
+                Some(m) => m,
+                None => match rx.recv().await {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            let has_snapshot = first.get_msg_type() == MessageType::MsgSnapshot;
+            let mut bytes = first.compute_size() as usize;
             let mut batch = vec![first];
-            while batch.len() < limits::PEER_BATCH_LEN {
+            while !has_snapshot && batch.len() < limits::PEER_BATCH_LEN {
                 match rx.try_recv() {
-                    Ok(m) => batch.push(m),
+                    Ok(m)
+                        if m.get_msg_type() == MessageType::MsgSnapshot
+                            || bytes + m.compute_size() as usize > BATCH_BYTES_MAX =>
+                    {
+                        carry = Some(m);
+                        break;
+                    }
+                    Ok(m) => {
+                        bytes += m.compute_size() as usize;
+                        batch.push(m);
+                    }
                     Err(_) => break,
                 }
             }
-            let has_snapshot = batch.iter().any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
             match self.send(batch, has_snapshot).await {
                 Ok(()) => {
                     if failing {
@@ -230,7 +267,15 @@ impl PeerSender {
                         self.mailbox.report_snapshot(self.to, false);
                     }
                     // Stale messages are worthless after a pause: raft resends what matters.
-                    while rx.try_recv().is_ok() {}
+                    for m in carry
+                        .take()
+                        .into_iter()
+                        .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+                    {
+                        if m.get_msg_type() == MessageType::MsgSnapshot {
+                            self.mailbox.report_snapshot(self.to, false);
+                        }
+                    }
                     tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
                     backoff_ms = (backoff_ms * 2).min(limits::PEER_BACKOFF_MAX_MS);
                 }

@@ -27,7 +27,9 @@ struct Net {
 
 impl Net {
     fn blocked(&self, from: NodeId, to: NodeId) -> bool {
-        self.isolated.contains(&from) || self.isolated.contains(&to) || self.cut.contains(&(from, to))
+        self.isolated.contains(&from)
+            || self.isolated.contains(&to)
+            || self.cut.contains(&(from, to))
     }
 }
 
@@ -113,7 +115,9 @@ impl Transport for InProcessTransport {
         for m in msgs {
             let to = m.to;
             let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
-            let target = (!net.blocked(self.id, to)).then(|| net.mailboxes.get(&to)).flatten();
+            let target = (!net.blocked(self.id, to))
+                .then(|| net.mailboxes.get(&to))
+                .flatten();
             match (target.cloned(), own.as_ref()) {
                 (Some(mb), own) => {
                     let delay = net.delay;
@@ -155,9 +159,9 @@ impl Transport for InProcessTransport {
         let handler = (!net.blocked(self.id, to)).then(|| net.handlers.get(&to).cloned());
         match handler.flatten() {
             Some(h) => h.handle_forward(kind, payload, timeout),
-            None => Box::pin(async {
-                Err(ProposeError::Dropped("the leader is unreachable".into()))
-            }),
+            None => {
+                Box::pin(async { Err(ProposeError::Dropped("the leader is unreachable".into())) })
+            }
         }
     }
 }

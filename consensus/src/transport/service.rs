@@ -56,7 +56,10 @@ impl<M: StateMachine> PeerService<M> {
         let status = self.proposer.watch_status();
         let members = &status.borrow().members;
         if !members.is_empty() && !members.contains_key(&h.from) {
-            let msg = format!("node {} is not a member of cluster '{}'", h.from, self.cluster);
+            let msg = format!(
+                "node {} is not a member of cluster '{}'",
+                h.from, self.cluster
+            );
             tracing::debug!("refused peer: {msg}");
             return Err(Status::permission_denied(msg));
         }
@@ -103,7 +106,11 @@ impl<M: StateMachine> RaftPeer for PeerService<M> {
             return Err(Status::invalid_argument("forwarded payload too large"));
         }
         let timeout = Duration::from_millis(req.timeout_ms.clamp(1, FORWARD_TIMEOUT_MAX_MS));
-        let result = match self.proposer.handle_forward(kind, req.payload, timeout).await {
+        let result = match self
+            .proposer
+            .handle_forward(kind, req.payload, timeout)
+            .await
+        {
             Ok(bytes) => forward_response::Result::Response(bytes),
             Err(e) => {
                 let leader_hint = match &e {

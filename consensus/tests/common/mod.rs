@@ -9,7 +9,7 @@ use std::{
 };
 
 use nines_consensus::{
-    start, ApplyContext, InProcessNetwork, Members, MemLogStore, NodeConfig, PeerInfo, Proposer,
+    start, ApplyContext, InProcessNetwork, MemLogStore, Members, NodeConfig, PeerInfo, Proposer,
     RaftConfig, ReadMode, Role, SledLogStore, StateMachine,
 };
 use nines_core::shutdown::Shutdown;
@@ -108,6 +108,12 @@ impl Cluster {
     }
 
     async fn new(n: u64, dir: Option<PathBuf>, snapshot_threshold_entries: u64) -> Self {
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let raft = RaftConfig {
             snapshot_threshold_entries,
             ..RaftConfig::default()
@@ -131,6 +137,7 @@ impl Cluster {
             cluster: "test".into(),
             raft: self.raft.clone(),
             bootstrap,
+            seed_peers: self.book.clone(),
         };
         let (shutdown, signal) = Shutdown::new();
         let transport = self.net.transport(id);
@@ -139,7 +146,13 @@ impl Cluster {
                 let store = SledLogStore::open(&dir.join(format!("n{id}"))).expect("open sled");
                 start(cfg, store, Counter::default(), transport, signal)
             }
-            None => start(cfg, MemLogStore::new(), Counter::default(), transport, signal),
+            None => start(
+                cfg,
+                MemLogStore::new(),
+                Counter::default(),
+                transport,
+                signal,
+            ),
         }
         .expect("node starts");
         self.net.register(id, Arc::new(started.proposer.clone()));
@@ -154,7 +167,11 @@ impl Cluster {
     }
 
     pub fn proposer(&self, id: u64) -> Proposer<Counter> {
-        self.nodes[&id].as_ref().expect("node is running").proposer.clone()
+        self.nodes[&id]
+            .as_ref()
+            .expect("node is running")
+            .proposer
+            .clone()
     }
 
     pub fn peer_info(&self, id: u64) -> PeerInfo {
@@ -162,14 +179,23 @@ impl Cluster {
     }
 
     fn running(&self) -> impl Iterator<Item = (u64, &Running)> {
-        self.nodes.iter().filter_map(|(id, r)| r.as_ref().map(|r| (*id, r)))
+        self.nodes
+            .iter()
+            .filter_map(|(id, r)| r.as_ref().map(|r| (*id, r)))
     }
 
     pub async fn stop(&mut self, id: u64) {
-        let r = self.nodes.get_mut(&id).and_then(Option::take).expect("node is running");
+        let r = self
+            .nodes
+            .get_mut(&id)
+            .and_then(Option::take)
+            .expect("node is running");
         self.net.remove(id);
         r.shutdown.trigger();
-        r.driver.await.expect("driver joins").expect("driver ends cleanly");
+        r.driver
+            .await
+            .expect("driver joins")
+            .expect("driver ends cleanly");
     }
 
     pub async fn stop_all(&mut self) {
@@ -189,7 +215,11 @@ impl Cluster {
     }
 
     pub fn wipe(&self, id: u64) {
-        let dir = self.dir.as_ref().expect("durable store").join(format!("n{id}"));
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("durable store")
+            .join(format!("n{id}"));
         std::fs::remove_dir_all(dir).expect("wipe");
     }
 
@@ -209,7 +239,10 @@ impl Cluster {
                     return id;
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "no leader within {limit:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader within {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -222,9 +255,11 @@ impl Cluster {
             for (_, r) in self.running() {
                 let d = r
                     .proposer
-                    .read(ReadMode::Stale, Duration::from_secs(2), |sm: &Counter| Digest {
-                        count: sm.values.len() as u64,
-                        digest: sm.digest,
+                    .read(ReadMode::Stale, Duration::from_secs(2), |sm: &Counter| {
+                        Digest {
+                            count: sm.values.len() as u64,
+                            digest: sm.digest,
+                        }
                     })
                     .await
                     .expect("stale read");

@@ -1,0 +1,298 @@
+//! The agent's TOML config: parsed strictly (unknown keys are errors) and validated with
+//! messages that name the key and the problem.
+
+use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf};
+
+use nines_consensus::{Members, PeerInfo, RaftConfig};
+use serde::Deserialize;
+
+/// A config that cannot be used, with what is wrong and where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong type.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key and line.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("config {path}: `{key}`: {problem}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key at fault.
+        key: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+}
+
+/// One agent's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The cluster's name; recorded in the data dir at first start and carried by every peer
+    /// message, so two clusters on one network never merge.
+    pub cluster: String,
+    /// This node's id: non-zero, unique, never reused.
+    pub node_id: u64,
+    /// This node's name, for people.
+    pub name: String,
+    /// Where the node keeps its Raft log and snapshots. Relative paths are taken from the
+    /// directory the agent is started in.
+    pub data_dir: PathBuf,
+    /// host:port the gRPC server listens on, for peers and operators alike.
+    pub listen: String,
+    /// host:port peers and clients use to reach this node, if not `listen` (e.g. behind NAT).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Start with an empty log and wait to be added with `nines admin node add` instead of
+    /// bootstrapping the cluster from `peers`.
+    #[serde(default)]
+    pub join: bool,
+    /// The initial voters (this node included unless `join`). Every initial node must list the
+    /// same peers.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Raft timing and sizing.
+    #[serde(default)]
+    pub raft: RaftSection,
+}
+
+/// One initial voter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its node id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its host:port.
+    pub addr: String,
+}
+
+/// `[raft]`: timing and sizing, with the defaults the cluster is tuned for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    /// Leader heartbeat interval (default 100).
+    pub heartbeat_interval_ms: u64,
+    /// Upper bound of the randomized election timeout; a follower campaigns after a silence of
+    /// between half of it and all of it (default 1000).
+    pub election_timeout_ms: u64,
+    /// Applied entries between snapshots (default 10000).
+    pub snapshot_threshold_entries: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        let d = RaftConfig::default();
+        Self {
+            heartbeat_interval_ms: d.heartbeat_interval_ms,
+            election_timeout_ms: d.election_timeout_ms,
+            snapshot_threshold_entries: d.snapshot_threshold_entries,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &std::path::Path) -> Result<Self, ConfigError> {
+        let cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            problem,
+        };
+        if self.cluster.trim().is_empty() {
+            return Err(bad("cluster", "must not be empty".into()));
+        }
+        if self.node_id == 0 {
+            return Err(bad(
+                "node_id",
+                "must be a positive integer (0 means \"none\")".into(),
+            ));
+        }
+        if self.name.trim().is_empty() {
+            return Err(bad("name", "must not be empty".into()));
+        }
+        self.listen.parse::<SocketAddr>().map_err(|e| {
+            bad(
+                "listen",
+                format!("'{}' is not an ip:port address ({e})", self.listen),
+            )
+        })?;
+        if let Some(a) = &self.advertise {
+            check_host_port(a).map_err(|p| bad("advertise", p))?;
+        }
+        let mut ids = BTreeSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            let key = format!("peers[{i}]");
+            if p.id == 0 {
+                return Err(bad(
+                    &format!("{key}.id"),
+                    "must be a positive integer".into(),
+                ));
+            }
+            if !ids.insert(p.id) {
+                return Err(bad(
+                    &format!("{key}.id"),
+                    format!("node id {} is listed twice", p.id),
+                ));
+            }
+            check_host_port(&p.addr).map_err(|e| bad(&format!("{key}.addr"), e))?;
+        }
+        if !self.join && !ids.contains(&self.node_id) {
+            return Err(bad(
+                "peers",
+                format!(
+                    "this node (node_id {}) is not among the peers; list it, or set `join = \
+                     true` to wait to be added to a running cluster",
+                    self.node_id
+                ),
+            ));
+        }
+        self.raft_config().validate().map_err(|p| bad("raft", p))?;
+        Ok(())
+    }
+
+    /// Where peers and clients reach this node.
+    pub fn advertise_addr(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.clone())
+    }
+
+    /// The consensus layer's timing.
+    pub fn raft_config(&self) -> RaftConfig {
+        RaftConfig {
+            heartbeat_interval_ms: self.raft.heartbeat_interval_ms,
+            election_timeout_ms: self.raft.election_timeout_ms,
+            snapshot_threshold_entries: self.raft.snapshot_threshold_entries,
+            ..RaftConfig::default()
+        }
+    }
+
+    /// The initial voters, or none when joining.
+    pub fn bootstrap_members(&self) -> Members {
+        if self.join {
+            return Members::new();
+        }
+        self.seed_members()
+    }
+
+    /// Every peer the config names: whom to talk to before the member book is known.
+    pub fn seed_members(&self) -> Members {
+        self.peers
+            .iter()
+            .map(|p| {
+                let info = PeerInfo {
+                    name: p.name.clone(),
+                    addr: p.addr.clone(),
+                    voter: true,
+                };
+                (p.id, info)
+            })
+            .collect()
+    }
+}
+
+fn check_host_port(addr: &str) -> Result<(), String> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!("'{addr}' is not a host:port address")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const GOOD: &str = r#"
+cluster = "c"
+node_id = 1
+name = "n1"
+data_dir = "data/n1"
+listen = "127.0.0.1:7101"
+
+[[peers]]
+id = 1
+name = "n1"
+addr = "127.0.0.1:7101"
+
+[[peers]]
+id = 2
+name = "n2"
+addr = "127.0.0.1:7102"
+"#;
+
+    fn err(text: &str) -> String {
+        AgentConfig::parse(text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_good_config_parses_with_defaults() {
+        let c = AgentConfig::parse(GOOD, Path::new("x.toml")).expect("valid");
+        assert_eq!(c.raft.heartbeat_interval_ms, 100);
+        assert_eq!(c.bootstrap_members().len(), 2);
+        assert_eq!(c.advertise_addr(), "127.0.0.1:7101");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = err(&format!("{GOOD}\n[raft]\nheartbeat_ms = 5\n"));
+        assert!(e.contains("heartbeat_ms"), "{e}");
+        let e = err(&GOOD.replace("listen =", "listen_addr = \"x\"\nlisten ="));
+        assert!(e.contains("listen_addr"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_problem() {
+        let e = err(&GOOD.replace("node_id = 1", "node_id = 0"));
+        assert!(e.contains("`node_id`"), "{e}");
+        let e = err(&GOOD.replace("listen = \"127.0.0.1:7101\"", "listen = \"localhost\""));
+        assert!(e.contains("`listen`"), "{e}");
+        let e = err(&GOOD.replace("id = 2", "id = 1"));
+        assert!(e.contains("peers[1].id") && e.contains("twice"), "{e}");
+        let e = err(&GOOD.replace("node_id = 1", "node_id = 3"));
+        assert!(e.contains("`peers`") && e.contains("join"), "{e}");
+        let e = err(&format!("{GOOD}\n[raft]\nelection_timeout_ms = 150\n"));
+        assert!(
+            e.contains("`raft`") && e.contains("election_timeout_ms"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("node_id = 1", "node_id = \"one\""));
+        assert!(e.contains("node_id"), "{e}");
+    }
+}

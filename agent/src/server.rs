@@ -1,0 +1,314 @@
+//! The agent's run loop and its gRPC services.
+
+use std::time::Duration;
+
+use nines_consensus::{
+    start, Fatal, GrpcTransport, NodeConfig, PeerInfo, PeerService, Proposer, ReadMode,
+    SledLogStore,
+};
+use nines_core::{
+    limits,
+    shutdown::{Shutdown, ShutdownSignal},
+    AisError, ErrorCode, PROTOCOL_VERSION,
+};
+use nines_proto::{
+    cluster::v1::{
+        cluster_server::{Cluster, ClusterServer},
+        AddNodeRequest, Member, MembershipResponse, NodeStatus, ProbeReadRequest,
+        ProbeReadResponse, ProbeWriteRequest, ProbeWriteResponse, RemoveNodeRequest, StatusRequest,
+    },
+    raft::v1::raft_peer_server::RaftPeerServer,
+    status_from_ais,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    datadir, AgentConfig, AgentState, ClusterCommand, ClusterResponse, Command,
+    Response as SmResponse,
+};
+
+/// How long the agent drains in-flight requests, and then waits for its node, at shutdown.
+const SHUTDOWN_GRACE_MS: u64 = 5_000;
+/// The longest deadline a client may ask for.
+const CLIENT_TIMEOUT_MAX_MS: u64 = 60_000;
+/// Concurrent requests on one client or peer connection.
+const STREAMS_PER_CONNECTION_MAX: usize = 256;
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The data dir cannot be used.
+    #[error("{0}")]
+    DataDir(String),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}; is another agent running there?")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The node hit a fatal error and stopped (storage, corruption, bad identity).
+    #[error("node stopped: {0}")]
+    Fatal(#[from] Fatal),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Server(String),
+}
+
+/// Run an agent until `shutdown` fires (then drain and return `Ok`), the node is removed from the
+/// cluster (`Ok`), or a fatal error stops it (`Err`).
+pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), AgentError> {
+    let raft_dir = datadir::prepare(&cfg.data_dir).map_err(AgentError::DataDir)?;
+    let store = SledLogStore::open(&raft_dir).map_err(|e| {
+        AgentError::DataDir(format!(
+            "cannot open the raft store in {}: {e}",
+            raft_dir.display()
+        ))
+    })?;
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let transport = GrpcTransport::new(cfg.node_id, cfg.cluster.clone());
+    let node_cfg = NodeConfig {
+        id: cfg.node_id,
+        cluster: cfg.cluster.clone(),
+        raft: cfg.raft_config(),
+        bootstrap: cfg.bootstrap_members(),
+        seed_peers: cfg.seed_members(),
+    };
+    let (stop_node, node_signal) = Shutdown::new();
+    let started = start(
+        node_cfg,
+        store,
+        AgentState::default(),
+        transport,
+        node_signal,
+    )?;
+    let proposer = started.proposer;
+    tracing::info!(
+        node = cfg.node_id,
+        name = %cfg.name,
+        cluster = %cfg.cluster,
+        listen = %cfg.listen,
+        "agent started"
+    );
+
+    let peer = RaftPeerServer::new(PeerService::new(proposer.clone(), cfg.cluster.clone()))
+        .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
+    let cluster = ClusterServer::new(ClusterService {
+        proposer,
+        name: cfg.name.clone(),
+        addr: cfg.advertise_addr(),
+        cluster: cfg.cluster.clone(),
+    });
+    let mut drain = shutdown.clone();
+    let serve = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(STREAMS_PER_CONNECTION_MAX)
+        .timeout(Duration::from_millis(CLIENT_TIMEOUT_MAX_MS + 1_000))
+        .tcp_nodelay(true)
+        .add_service(peer)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            drain.wait().await
+        });
+    let mut server = tokio::spawn(serve);
+    let mut driver = started.driver;
+    let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
+
+    tokio::select! {
+        biased;
+        _ = shutdown.wait() => {
+            tracing::info!("shutdown requested: draining requests");
+            let _ = tokio::time::timeout(grace, &mut server).await;
+            stop_node.trigger();
+            match tokio::time::timeout(grace, &mut driver).await {
+                Ok(Ok(r)) => r?,
+                Ok(Err(e)) => return Err(AgentError::Server(format!("raft driver panicked: {e}"))),
+                Err(_) => tracing::warn!("raft driver did not stop within the grace period"),
+            }
+            tracing::info!("agent stopped");
+            Ok(())
+        }
+        r = &mut driver => {
+            server.abort();
+            match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(fatal)) => Err(AgentError::Fatal(fatal)),
+                Err(e) => Err(AgentError::Server(format!("raft driver panicked: {e}"))),
+            }
+        }
+        r = &mut server => {
+            stop_node.trigger();
+            let _ = tokio::time::timeout(grace, &mut driver).await;
+            match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(AgentError::Server(e.to_string())),
+                Err(e) => Err(AgentError::Server(format!("server task failed: {e}"))),
+            }
+        }
+    }
+}
+
+/// `nines.cluster.v1.Cluster`.
+struct ClusterService {
+    proposer: Proposer<AgentState>,
+    name: String,
+    addr: String,
+    cluster: String,
+}
+
+fn deadline(timeout_ms: u64) -> Duration {
+    let ms = if timeout_ms == 0 {
+        limits::CLIENT_TIMEOUT_MS
+    } else {
+        timeout_ms.min(CLIENT_TIMEOUT_MAX_MS)
+    };
+    Duration::from_millis(ms)
+}
+
+fn invalid(msg: impl Into<String>) -> Status {
+    status_from_ais(&AisError::new(ErrorCode::InvalidParam, msg))
+}
+
+fn members_proto(members: &nines_consensus::Members) -> Vec<Member> {
+    members
+        .iter()
+        .map(|(id, m)| Member {
+            id: *id,
+            name: m.name.clone(),
+            addr: m.addr.clone(),
+            kind: if m.voter { "voter" } else { "learner" }.into(),
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
+        let s = self.proposer.status();
+        Ok(Response::new(NodeStatus {
+            id: s.id,
+            name: self.name.clone(),
+            addr: self.addr.clone(),
+            role: s.role.as_str().into(),
+            leader_id: s.leader_id.unwrap_or(0),
+            term: s.term,
+            commit: s.commit,
+            applied: s.applied,
+            protocol_version: PROTOCOL_VERSION,
+            cluster: self.cluster.clone(),
+            members: members_proto(&s.members),
+            first_index: s.first_index,
+            last_index: s.last_index,
+            snapshot_index: s.snapshot_index,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    async fn add_node(
+        &self,
+        req: Request<AddNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let r = req.into_inner();
+        if r.id == 0 {
+            return Err(invalid("node id must be a positive integer"));
+        }
+        if r.addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(invalid(format!("'{}' is not a host:port address", r.addr)));
+        }
+        let name = if r.name.is_empty() {
+            format!("n{}", r.id)
+        } else {
+            r.name
+        };
+        let info = PeerInfo {
+            name,
+            addr: r.addr,
+            voter: true,
+        };
+        let members = self
+            .proposer
+            .add_voter(r.id, info, deadline(r.timeout_ms))
+            .await
+            .map_err(|e| status_from_ais(&e.into()))?;
+        Ok(Response::new(MembershipResponse {
+            members: members_proto(&members),
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let r = req.into_inner();
+        let members = self
+            .proposer
+            .remove_member(r.id, deadline(r.timeout_ms))
+            .await
+            .map_err(|e| status_from_ais(&e.into()))?;
+        Ok(Response::new(MembershipResponse {
+            members: members_proto(&members),
+        }))
+    }
+
+    async fn probe_write(
+        &self,
+        req: Request<ProbeWriteRequest>,
+    ) -> Result<Response<ProbeWriteResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = Command::Cluster(ClusterCommand::ProbeWrite {
+            key: r.key,
+            value: r.value,
+        });
+        let resp = self
+            .proposer
+            .propose(&cmd, deadline(r.timeout_ms))
+            .await
+            .map_err(|e| status_from_ais(&e.into()))?;
+        match resp {
+            SmResponse::Cluster(ClusterResponse::ProbeWritten { index }) => {
+                Ok(Response::new(ProbeWriteResponse { index }))
+            }
+            SmResponse::Cluster(ClusterResponse::Refused(e)) => Err(status_from_ais(&e)),
+        }
+    }
+
+    async fn probe_read(
+        &self,
+        req: Request<ProbeReadRequest>,
+    ) -> Result<Response<ProbeReadResponse>, Status> {
+        let r = req.into_inner();
+        let mode = if r.stale {
+            ReadMode::Stale
+        } else {
+            ReadMode::Linearizable
+        };
+        let key = r.key;
+        let probe = self
+            .proposer
+            .read(mode, deadline(r.timeout_ms), move |sm: &AgentState| {
+                sm.probes.get(&key).cloned()
+            })
+            .await
+            .map_err(|e| status_from_ais(&e.into()))?;
+        Ok(Response::new(match probe {
+            Some(p) => ProbeReadResponse {
+                found: true,
+                value: p.value,
+                index: p.index,
+            },
+            None => ProbeReadResponse::default(),
+        }))
+    }
+}

@@ -1,0 +1,172 @@
+//! The composite replicated state machine: one envelope, routed to each service's part.
+//!
+//! Today it holds the cluster part: the member book (from applied membership changes) and a
+//! probe register that benchmarks, drills and tests write through the log. Services add their
+//! own variants to [`Command`] and [`Response`] (append only: entries already in logs must keep
+//! decoding).
+
+use std::collections::BTreeMap;
+
+use nines_consensus::{ApplyContext, Members, StateMachine};
+use nines_core::{AisError, ErrorCode};
+use serde::{Deserialize, Serialize};
+
+/// Probe keys the register holds at most.
+pub const PROBE_KEYS_MAX: usize = 10_000;
+/// Longest probe key.
+pub const PROBE_KEY_BYTES_MAX: usize = 256;
+/// Largest probe value.
+pub const PROBE_VALUE_BYTES_MAX: usize = 64 * 1024;
+
+/// Every replicated command, by service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Command {
+    /// The cluster core's own commands.
+    Cluster(ClusterCommand),
+}
+
+/// The cluster core's commands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClusterCommand {
+    /// Set a probe key.
+    ProbeWrite {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+}
+
+/// Every command's outcome, by service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// The cluster core's outcomes.
+    Cluster(ClusterResponse),
+}
+
+/// The cluster core's outcomes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClusterResponse {
+    /// The probe was written at this log index.
+    ProbeWritten {
+        /// The index.
+        index: u64,
+    },
+    /// The command was refused (a business outcome, not a failure of the node).
+    Refused(AisError),
+}
+
+/// One probe value and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The log index it was written at.
+    pub index: u64,
+}
+
+/// The agent's state machine.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct AgentState {
+    /// The member book as of the last applied membership change.
+    pub members: Members,
+    /// The probe register.
+    pub probes: BTreeMap<String, Probe>,
+}
+
+impl AgentState {
+    fn apply_cluster(&mut self, ctx: ApplyContext, cmd: ClusterCommand) -> ClusterResponse {
+        match cmd {
+            ClusterCommand::ProbeWrite { key, value } => {
+                if key.len() > PROBE_KEY_BYTES_MAX || value.len() > PROBE_VALUE_BYTES_MAX {
+                    return ClusterResponse::Refused(AisError::new(
+                        ErrorCode::TooBig,
+                        format!(
+                            "probe key or value too big (limits {PROBE_KEY_BYTES_MAX} and \
+                             {PROBE_VALUE_BYTES_MAX} bytes)"
+                        ),
+                    ));
+                }
+                if self.probes.len() >= PROBE_KEYS_MAX && !self.probes.contains_key(&key) {
+                    return ClusterResponse::Refused(AisError::new(
+                        ErrorCode::NoSpace,
+                        format!("the probe register holds {PROBE_KEYS_MAX} keys already"),
+                    ));
+                }
+                let index = ctx.index;
+                self.probes.insert(key, Probe { value, index });
+                ClusterResponse::ProbeWritten { index }
+            }
+        }
+    }
+}
+
+impl StateMachine for AgentState {
+    type Command = Command;
+    type Response = Response;
+
+    fn apply(&mut self, ctx: ApplyContext, cmd: Command) -> Result<Response, String> {
+        Ok(match cmd {
+            Command::Cluster(c) => Response::Cluster(self.apply_cluster(ctx, c)),
+        })
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        postcard::to_stdvec(self).map_err(|e| format!("cannot encode agent state: {e}"))
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
+        *self =
+            postcard::from_bytes(data).map_err(|e| format!("cannot decode agent state: {e}"))?;
+        Ok(())
+    }
+
+    fn on_membership(&mut self, members: &Members) {
+        self.members = members.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(index: u64) -> ApplyContext {
+        ApplyContext {
+            index,
+            term: 1,
+            time_ms: 0,
+        }
+    }
+
+    fn write(key: &str, value: &[u8]) -> Command {
+        Command::Cluster(ClusterCommand::ProbeWrite {
+            key: key.into(),
+            value: value.to_vec(),
+        })
+    }
+
+    #[test]
+    fn probes_apply_and_survive_a_snapshot() {
+        let mut s = AgentState::default();
+        let r = s.apply(ctx(7), write("a", b"1")).expect("applies");
+        assert!(matches!(
+            r,
+            Response::Cluster(ClusterResponse::ProbeWritten { index: 7 })
+        ));
+        let mut t = AgentState::default();
+        t.restore(&s.snapshot().expect("snapshot"))
+            .expect("restore");
+        assert_eq!(t.probes["a"].value, b"1");
+    }
+
+    #[test]
+    fn oversized_probes_are_refused_as_values() {
+        let mut s = AgentState::default();
+        let big = vec![0u8; PROBE_VALUE_BYTES_MAX + 1];
+        let r = s.apply(ctx(1), write("a", &big)).expect("applies");
+        assert!(
+            matches!(r, Response::Cluster(ClusterResponse::Refused(e)) if e.code == ErrorCode::TooBig)
+        );
+        assert!(s.probes.is_empty());
+    }
+}

@@ -1,0 +1,190 @@
+//! Talking to agents: per-node status, the cluster view from any endpoints, admin calls.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{anyhow, Context};
+use nines_core::limits;
+use nines_proto::{
+    ais_from_status,
+    cluster::v1::{cluster_client::ClusterClient, NodeStatus, StatusRequest},
+};
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+/// The endpoints the CLI uses when given none: the three-node local cluster in `deploy/local`.
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
+
+/// How long one status call may take before the node counts as unreachable.
+const STATUS_TIMEOUT_MS: u64 = 1_500;
+
+/// Split a comma-separated endpoint list.
+pub fn parse_endpoints(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|e| e.trim().trim_start_matches("http://").to_string())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+/// A client for one agent (connects lazily; each call has its own deadline).
+pub fn connect(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("'{addr}' is not a host:port endpoint"))?
+        .connect_timeout(Duration::from_millis(STATUS_TIMEOUT_MS))
+        .tcp_nodelay(true);
+    Ok(ClusterClient::new(ep.connect_lazy())
+        .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX))
+}
+
+/// One node's status, or why it could not be had.
+pub async fn node_status(addr: &str) -> anyhow::Result<NodeStatus> {
+    let mut c = connect(addr)?;
+    let mut req = tonic::Request::new(StatusRequest {});
+    req.set_timeout(Duration::from_millis(STATUS_TIMEOUT_MS));
+    let fut = c.status(req);
+    match tokio::time::timeout(Duration::from_millis(STATUS_TIMEOUT_MS), fut).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(anyhow!("{addr}: {}", ais_from_status(&s))),
+        Err(_) => Err(anyhow!("{addr}: no answer within {STATUS_TIMEOUT_MS} ms")),
+    }
+}
+
+/// One member as `nines status` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MemberView {
+    /// Node id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// host:port.
+    pub addr: String,
+    /// "leader", "follower", "candidate", "pre-candidate", "learner" or "unreachable".
+    pub role: String,
+    /// Its commit index (0 when unreachable).
+    pub commit: u64,
+    /// Its applied index (0 when unreachable).
+    pub applied: u64,
+    /// The wire protocol version it speaks (null when unreachable).
+    pub protocol_version: Option<u32>,
+}
+
+/// The cluster as seen from every endpoint that answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    /// The leader, if one is known.
+    pub leader: Option<u64>,
+    /// The highest term any node reported.
+    pub term: u64,
+    /// Every member of the book, plus answering nodes not (yet) in it.
+    pub members: Vec<MemberView>,
+}
+
+/// Ask every endpoint (and every member they name that was not asked) for its status.
+///
+/// # Errors
+/// Only when no node answers at all; the message lists why each endpoint failed.
+pub async fn cluster_view(endpoints: &[String]) -> anyhow::Result<ClusterView> {
+    let mut answered: BTreeMap<String, NodeStatus> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut asked: Vec<String> = Vec::new();
+    let mut to_ask: Vec<String> = endpoints.to_vec();
+    for _round in 0..2 {
+        let mut set = tokio::task::JoinSet::new();
+        for addr in to_ask.drain(..) {
+            if asked.contains(&addr) {
+                continue;
+            }
+            asked.push(addr.clone());
+            set.spawn(async move { (addr.clone(), node_status(&addr).await) });
+        }
+        while let Some(Ok((addr, r))) = set.join_next().await {
+            match r {
+                Ok(s) => {
+                    answered.insert(addr, s);
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        for s in answered.values() {
+            to_ask.extend(s.members.iter().map(|m| m.addr.clone()));
+        }
+    }
+    if answered.is_empty() {
+        return Err(anyhow!(
+            "no agent answered ({}); is the cluster running? (start one with the configs in \
+             deploy/local, or pass --endpoints)",
+            failures.join("; ")
+        ));
+    }
+    Ok(view_from(&answered))
+}
+
+fn view_from(answered: &BTreeMap<String, NodeStatus>) -> ClusterView {
+    let by_id: BTreeMap<u64, &NodeStatus> = answered.values().map(|s| (s.id, s)).collect();
+    let term = answered.values().map(|s| s.term).max().unwrap_or(0);
+    let leader = answered
+        .values()
+        .filter(|s| s.role == "leader")
+        .max_by_key(|s| s.term)
+        .map(|s| s.id)
+        .or_else(|| {
+            answered
+                .values()
+                .filter(|s| s.leader_id != 0)
+                .max_by_key(|s| s.term)
+                .map(|s| s.leader_id)
+        });
+    let book = answered
+        .values()
+        .max_by_key(|s| (s.term, s.commit))
+        .map(|s| s.members.clone())
+        .unwrap_or_default();
+    let mut members: BTreeMap<u64, MemberView> = BTreeMap::new();
+    for m in &book {
+        let view = match by_id.get(&m.id) {
+            Some(s) => from_status(s),
+            None => MemberView {
+                id: m.id,
+                name: m.name.clone(),
+                addr: m.addr.clone(),
+                role: "unreachable".into(),
+                commit: 0,
+                applied: 0,
+                protocol_version: None,
+            },
+        };
+        members.insert(m.id, view);
+    }
+    for s in by_id.values() {
+        members.entry(s.id).or_insert_with(|| from_status(s));
+    }
+    ClusterView {
+        leader,
+        term,
+        members: members.into_values().collect(),
+    }
+}
+
+fn from_status(s: &NodeStatus) -> MemberView {
+    MemberView {
+        id: s.id,
+        name: s.name.clone(),
+        addr: s.addr.clone(),
+        role: s.role.clone(),
+        commit: s.commit,
+        applied: s.applied,
+        protocol_version: Some(s.protocol_version),
+    }
+}
+
+/// The endpoint of the current leader, found through any endpoint.
+pub async fn find_leader(endpoints: &[String]) -> anyhow::Result<String> {
+    let view = cluster_view(endpoints).await?;
+    let leader = view
+        .leader
+        .ok_or_else(|| anyhow!("the cluster has no leader right now"))?;
+    view.members
+        .iter()
+        .find(|m| m.id == leader)
+        .map(|m| m.addr.clone())
+        .ok_or_else(|| anyhow!("leader {leader} is not in the member book"))
+}

@@ -1,0 +1,13 @@
+//! nines-cli: the pieces behind the `nines` binary, shared with its tests.
+//!
+//! - [`client`]: talk to agents (status of the whole cluster from any endpoints, admin calls).
+//! - [`local`]: start and control a throw-away cluster of real agent processes on loopback
+//!   (`nines bench`, `nines demo`, and the integration tests use it).
+//! - [`bench`]: the benchmarks.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod bench;
+pub mod client;
+pub mod local;
+pub mod output;

@@ -1,0 +1,269 @@
+//! A throw-away cluster of real `nines agent` processes on loopback: temporary data dirs, free
+//! ports, logs in files, every process killed when the cluster is dropped.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, Context};
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+
+use crate::client;
+
+/// One agent of a [`LocalCluster`].
+#[derive(Debug)]
+pub struct LocalNode {
+    /// Node id (1-based).
+    pub id: u64,
+    /// Its gRPC address.
+    pub addr: String,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its log file (stdout and stderr).
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// Timing overrides for a local cluster (the defaults are the product defaults).
+#[derive(Debug, Clone, Default)]
+pub struct LocalOptions {
+    /// `[raft] snapshot_threshold_entries`, if not the default.
+    pub snapshot_threshold_entries: Option<u64>,
+    /// Keep the temporary directory when dropped (for debugging).
+    pub keep: bool,
+}
+
+/// N agents on 127.0.0.1.
+#[derive(Debug)]
+pub struct LocalCluster {
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
+    bin: PathBuf,
+    /// The agents, by index (node id - 1).
+    pub nodes: Vec<LocalNode>,
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn config_text(
+    id: u64,
+    addr: &str,
+    data_dir: &Path,
+    peers: &[(u64, String)],
+    opts: &LocalOptions,
+    join: bool,
+) -> String {
+    let mut s = format!(
+        "cluster = \"local\"\nnode_id = {id}\nname = \"n{id}\"\ndata_dir = \"{}\"\nlisten = \"{addr}\"\njoin = {join}\n",
+        data_dir.display()
+    );
+    for (pid, paddr) in peers {
+        s.push_str(&format!(
+            "\n[[peers]]\nid = {pid}\nname = \"n{pid}\"\naddr = \"{paddr}\"\n"
+        ));
+    }
+    if let Some(t) = opts.snapshot_threshold_entries {
+        s.push_str(&format!("\n[raft]\nsnapshot_threshold_entries = {t}\n"));
+    }
+    s
+}
+
+impl LocalCluster {
+    /// Write configs for `n` agents and start them with the `nines` binary at `bin`.
+    pub fn start(bin: &Path, n: u64, opts: LocalOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("nines-local-").tempdir()?;
+        let root = dir.path().to_path_buf();
+        let mut peers = Vec::new();
+        for id in 1..=n {
+            peers.push((id, format!("127.0.0.1:{}", free_port()?)));
+        }
+        let mut nodes = Vec::new();
+        for (id, addr) in &peers {
+            let config = root.join(format!("n{id}.toml"));
+            let data = root.join(format!("data-n{id}"));
+            fs::write(&config, config_text(*id, addr, &data, &peers, &opts, false))?;
+            nodes.push(LocalNode {
+                id: *id,
+                addr: addr.clone(),
+                config,
+                log: root.join(format!("n{id}.log")),
+                child: None,
+            });
+        }
+        let mut c = Self {
+            dir: Some(dir),
+            root,
+            bin: bin.to_path_buf(),
+            nodes,
+        };
+        if opts.keep {
+            let _ = c.dir.take().map(|d| d.keep());
+        }
+        for id in 1..=n {
+            c.spawn(id)?;
+        }
+        Ok(c)
+    }
+
+    /// Write a config for one more node (`join = true`, the current nodes as peers) and start
+    /// it; it waits until `nines admin node add` adds it. Returns its id.
+    pub fn start_joining_node(&mut self) -> anyhow::Result<u64> {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let peers: Vec<(u64, String)> = self.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
+        let config = self.root.join(format!("n{id}.toml"));
+        let data = self.root.join(format!("data-n{id}"));
+        let text = config_text(id, &addr, &data, &peers, &LocalOptions::default(), true);
+        fs::write(&config, text)?;
+        self.nodes.push(LocalNode {
+            id,
+            addr,
+            config,
+            log: self.root.join(format!("n{id}.log")),
+            child: None,
+        });
+        self.spawn(id)?;
+        Ok(id)
+    }
+
+    /// The directory holding configs, data dirs and logs.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every agent's address.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    fn node(&mut self, id: u64) -> anyhow::Result<&mut LocalNode> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .ok_or_else(|| anyhow!("no local node {id}"))
+    }
+
+    /// Start node `id`'s agent (again).
+    pub fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        let bin = self.bin.clone();
+        let node = self.node(id)?;
+        if node.child.is_some() {
+            bail!("node {id} is already running");
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let child = Command::new(&bin)
+            .arg("agent")
+            .arg("--config")
+            .arg(&node.config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// The agent's process id, if it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)?
+            .child
+            .as_ref()
+            .map(Child::id)
+    }
+
+    /// `kill -9` node `id`'s agent and reap it.
+    pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        let node = self.node(id)?;
+        let mut child = node
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Send SIGTERM to node `id` and wait (up to `limit`) for it to exit; returns its exit code.
+    pub fn terminate(&mut self, id: u64, limit: Duration) -> anyhow::Result<Option<i32>> {
+        let node = self.node(id)?;
+        let mut child = node
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.code());
+            }
+            if std::time::Instant::now() >= deadline {
+                child.kill()?;
+                child.wait()?;
+                bail!("node {id} did not exit within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait until some node reports itself leader; returns its id.
+    pub async fn wait_leader(&self, limit: Duration) -> anyhow::Result<u64> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Ok(view) = client::cluster_view(&self.endpoints()).await {
+                if let Some(l) = view.leader {
+                    if view.members.iter().any(|m| m.id == l && m.role == "leader") {
+                        return Ok(l);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "no leader within {limit:?}; logs are in {}",
+                    self.root.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines of node `id`'s log, for error reports.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let Some(n) = self.nodes.iter().find(|n| n.id == id) else {
+            return String::new();
+        };
+        let text = fs::read_to_string(&n.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
