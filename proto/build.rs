@@ -6,8 +6,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/nines/raft/v1/raft.proto",
         "proto/nines/cluster/v1/cluster.proto",
+        "proto/nines/ckpt/v1/ckpt.proto",
     ];
     tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
+    println!("cargo:rerun-if-changed=proto");
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

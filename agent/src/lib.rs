@@ -10,9 +10,10 @@
 
 mod config;
 mod datadir;
+mod janitor;
 mod server;
 mod state;
 
 pub use config::{AgentConfig, ConfigError, PeerConfig};
 pub use server::{run, AgentError};
-pub use state::{AgentState, ClusterCommand, ClusterResponse, Command, Response};
+pub use state::{ckpt_handle, AgentState, ClusterCommand, ClusterResponse, Command, Response};

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use nines_ckpt::CkptService;
 use nines_consensus::{
     start, Fatal, GrpcTransport, NodeConfig, PeerInfo, PeerService, Proposer, ReadMode,
     SledLogStore,
@@ -11,6 +12,7 @@ use nines_core::{
     shutdown::{Shutdown, ShutdownSignal},
     AisError, ErrorCode, PROTOCOL_VERSION,
 };
+use nines_proto::ckpt::v1::checkpoint_server::CheckpointServer;
 use nines_proto::{
     cluster::v1::{
         cluster_server::{Cluster, ClusterServer},
@@ -25,7 +27,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    datadir, AgentConfig, AgentState, ClusterCommand, ClusterResponse, Command,
+    datadir, janitor, AgentConfig, AgentState, ClusterCommand, ClusterResponse, Command,
     Response as SmResponse,
 };
 
@@ -91,6 +93,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         node_signal,
     )?;
     let proposer = started.proposer;
+    let proposer_for_services = proposer.clone();
     tracing::info!(
         node = cfg.node_id,
         name = %cfg.name,
@@ -108,6 +111,11 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         addr: cfg.advertise_addr(),
         cluster: cfg.cluster.clone(),
     });
+    let ckpt_handle = crate::state::ckpt_handle(proposer_for_services.clone());
+    let ckpt = CheckpointServer::new(CkptService::new(ckpt_handle.clone()))
+        .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
+    tokio::spawn(janitor::run(ckpt_handle, shutdown.clone()));
     let mut drain = shutdown.clone();
     let serve = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(STREAMS_PER_CONNECTION_MAX)
@@ -115,9 +123,8 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         .tcp_nodelay(true)
         .add_service(peer)
         .add_service(cluster)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            drain.wait().await
-        });
+        .add_service(ckpt)
+        .serve_with_incoming_shutdown(incoming(listener), async move { drain.wait().await });
     let mut server = tokio::spawn(serve);
     let mut driver = started.driver;
     let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
@@ -154,6 +161,20 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
             }
         }
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: every raft round trip is a small message, and
+/// Nagle plus delayed ACKs would add milliseconds to each. (The builder's `tcp_nodelay` applies
+/// only to listeners it creates itself.)
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }
 
 /// `nines.cluster.v1.Cluster`.
@@ -281,6 +302,10 @@ impl Cluster for ClusterService {
                 Ok(Response::new(ProbeWriteResponse { index }))
             }
             SmResponse::Cluster(ClusterResponse::Refused(e)) => Err(status_from_ais(&e)),
+            SmResponse::Ckpt(_) => Err(status_from_ais(&AisError::new(
+                ErrorCode::Library,
+                "a probe write got a checkpoint response",
+            ))),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use nines_ckpt::{CkptCommand, CkptResponse, CkptState};
 use nines_consensus::{ApplyContext, Members, StateMachine};
 use nines_core::{AisError, ErrorCode};
 use serde::{Deserialize, Serialize};
@@ -18,11 +19,13 @@ pub const PROBE_KEY_BYTES_MAX: usize = 256;
 /// Largest probe value.
 pub const PROBE_VALUE_BYTES_MAX: usize = 64 * 1024;
 
-/// Every replicated command, by service.
+/// Every replicated command, by service. Append-only: entries in existing logs must decode.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Command {
     /// The cluster core's own commands.
     Cluster(ClusterCommand),
+    /// The checkpoint service's.
+    Ckpt(CkptCommand),
 }
 
 /// The cluster core's commands.
@@ -42,6 +45,8 @@ pub enum ClusterCommand {
 pub enum Response {
     /// The cluster core's outcomes.
     Cluster(ClusterResponse),
+    /// The checkpoint service's.
+    Ckpt(CkptResponse),
 }
 
 /// The cluster core's outcomes.
@@ -72,6 +77,8 @@ pub struct AgentState {
     pub members: Members,
     /// The probe register.
     pub probes: BTreeMap<String, Probe>,
+    /// The checkpoint service's state.
+    pub ckpt: CkptState,
 }
 
 impl AgentState {
@@ -108,6 +115,7 @@ impl StateMachine for AgentState {
     fn apply(&mut self, ctx: ApplyContext, cmd: Command) -> Result<Response, String> {
         Ok(match cmd {
             Command::Cluster(c) => Response::Cluster(self.apply_cluster(ctx, c)),
+            Command::Ckpt(c) => Response::Ckpt(self.ckpt.apply(ctx, c)),
         })
     }
 
@@ -124,6 +132,21 @@ impl StateMachine for AgentState {
     fn on_membership(&mut self, members: &Members) {
         self.members = members.clone();
     }
+}
+
+/// The checkpoint service's view of the agent state.
+pub fn ckpt_handle(
+    proposer: nines_consensus::Proposer<AgentState>,
+) -> nines_ckpt::CkptHandle<AgentState> {
+    nines_consensus::ServiceHandle::new(
+        proposer,
+        Command::Ckpt,
+        |r| match r {
+            Response::Ckpt(r) => Some(r),
+            _ => None,
+        },
+        |s| &s.ckpt,
+    )
 }
 
 #[cfg(test)]

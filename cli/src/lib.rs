@@ -4,10 +4,14 @@
 //! - [`local`]: start and control a throw-away cluster of real agent processes on loopback
 //!   (`nines bench`, `nines demo`, and the integration tests use it).
 //! - [`bench`]: the benchmarks.
+//! - [`ckpt_cmd`]: `nines ckpt ...`, the checkpoint commands (built on nines-sdk).
+//! - [`bench_ckpt`]: `nines bench ckpt`, checkpoint throughput and latency.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod bench_ckpt;
+pub mod ckpt_cmd;
 pub mod client;
 pub mod local;
 pub mod output;

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
 use nines_cli::{
-    bench, client,
+    bench, bench_ckpt, ckpt_cmd, client,
     local::{LocalCluster, LocalOptions},
     output::{table, Format},
 };
@@ -25,8 +25,9 @@ mod demo;
 #[command(name = "nines", version, propagate_version = true)]
 struct Cli {
     /// Agents to talk to, comma-separated host:port (any subset of the cluster will do).
-    #[arg(long, global = true, env = "NINES_ENDPOINTS", default_value = client::DEFAULT_ENDPOINTS)]
-    endpoints: String,
+    /// Default: the local cluster of deploy/local (127.0.0.1:7101,7102,7103).
+    #[arg(long, global = true, env = "NINES_ENDPOINTS")]
+    endpoints: Option<String>,
     /// Output format: `table` for people, `json` for scripts.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -46,6 +47,9 @@ enum Cmd {
     ///
     /// Example: nines status -o json
     Status,
+    /// Checkpoints: create, write, read, list, inspect, unlink.
+    #[command(subcommand)]
+    Ckpt(ckpt_cmd::CkptCmd),
     /// Administrative operations.
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -125,6 +129,11 @@ enum BenchCmd {
         #[arg(long, default_value_t = 128)]
         value_bytes: usize,
     },
+    /// Checkpoint write and read throughput and latency (N clients, leader first), against
+    /// --endpoints, or a throw-away local 3-node cluster when no endpoints are given.
+    ///
+    /// Example: nines bench ckpt --clients 64 --value-size 256 --duration 10s
+    Ckpt(bench_ckpt::CkptBenchArgs),
     /// Kill -9 the leader of a throw-away local 3-node cluster, N times; measure the time to the
     /// next acknowledged proposal.
     ///
@@ -153,12 +162,18 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let endpoints = client::parse_endpoints(&cli.endpoints);
+    let given = cli.endpoints.is_some();
+    let endpoints = client::parse_endpoints(
+        cli.endpoints
+            .as_deref()
+            .unwrap_or(client::DEFAULT_ENDPOINTS),
+    );
     match cli.command {
+        Cmd::Ckpt(c) => ckpt_cmd::run(c, &endpoints, cli.output).await,
         Cmd::Agent(a) => run_agent(a).await,
         Cmd::Status => status(&endpoints, cli.output).await,
         Cmd::Admin(AdminCmd::Node(n)) => admin_node(&endpoints, n, cli.output).await,
-        Cmd::Bench(b) => run_bench(&endpoints, b, cli.output).await,
+        Cmd::Bench(b) => run_bench(given.then_some(&endpoints[..]), b, cli.output).await,
         Cmd::Demo => demo::run().await,
     }
 }
@@ -315,9 +330,14 @@ fn print_members(m: MembershipResponse, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_bench(endpoints: &[String], cmd: BenchCmd, format: Format) -> anyhow::Result<()> {
+/// `given`: the endpoints the user named (None: the default, or a local cluster where a
+/// benchmark can start one).
+async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> anyhow::Result<()> {
+    let default_endpoints = client::parse_endpoints(client::DEFAULT_ENDPOINTS);
+    let endpoints = given.unwrap_or(&default_endpoints);
     let bin = std::env::current_exe().context("cannot find the nines binary")?;
     match cmd {
+        BenchCmd::Ckpt(a) => bench_ckpt::run(a, given, &bin, format).await,
         BenchCmd::Raft {
             local,
             requests,

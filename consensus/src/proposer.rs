@@ -96,18 +96,22 @@ impl<M: StateMachine> Proposer<M> {
     ///
     /// # Errors
     /// See [`ProposeError`]; only `Timeout` and `Unknown` leave the outcome open.
-    pub async fn propose(
+    pub fn propose(
         &self,
         cmd: &M::Command,
         timeout: Duration,
-    ) -> Result<M::Response, ProposeError> {
+    ) -> impl std::future::Future<Output = Result<M::Response, ProposeError>> + Send + 'static {
+        // Encode now, so the future holds bytes, not a borrow of the command.
         let payload = postcard::to_stdvec(cmd)
-            .map_err(|e| ProposeError::Rejected(format!("command does not encode: {e}")))?;
-        let bytes = self
-            .submit(ForwardKind::Propose, payload, timeout, true)
-            .await?;
-        postcard::from_bytes(&bytes)
-            .map_err(|e| ProposeError::Unknown(format!("undecodable response: {e}")))
+            .map_err(|e| ProposeError::Rejected(format!("command does not encode: {e}")));
+        let this = self.clone();
+        async move {
+            let bytes = this
+                .submit(ForwardKind::Propose, payload?, timeout, true)
+                .await?;
+            postcard::from_bytes(&bytes)
+                .map_err(|e| ProposeError::Unknown(format!("undecodable response: {e}")))
+        }
     }
 
     /// Add a voter; returns the member book once the change is applied.

@@ -16,6 +16,15 @@ pub mod raft {
     }
 }
 
+/// Checkpoint service (AIS CKPT).
+#[allow(missing_docs, clippy::all)]
+pub mod ckpt {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("nines.ckpt.v1");
+    }
+}
+
 /// Operator protocol for the cluster core.
 #[allow(missing_docs, clippy::all)]
 pub mod cluster {

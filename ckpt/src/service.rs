@@ -1,0 +1,432 @@
+//! `nines.ckpt.v1.Checkpoint`: requests are checked against limits before anything is proposed,
+//! then proposed through the replicated log (or queued, for asynchronous checkpoints' writes).
+
+use std::time::Duration;
+
+use nines_consensus::{ProposeError, ReadMode, ServiceHandle, StateMachine};
+use nines_core::{limits as core_limits, AisError, ErrorCode};
+use nines_proto::{ckpt::v1 as pb, status_from_ais};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    convert::{attrs_from_pb, attrs_to_pb, status_to_pb},
+    limits, CkptCommand, CkptResponse, CkptState, SectionRead, SectionWrite, UpdateMode, WriteKind,
+};
+
+/// The longest deadline a client may ask for.
+const TIMEOUT_MAX_MS: u64 = 60_000;
+/// Asynchronous writes queued on this agent before callers get TRY_AGAIN.
+pub const ASYNC_QUEUE_LEN: usize = 4_096;
+
+/// The checkpoint service's view of the replicated state.
+pub type CkptHandle<M> = ServiceHandle<M, CkptCommand, CkptResponse, CkptState>;
+
+/// The gRPC service. Generic over the composite state machine it lives in.
+pub struct CkptService<M: StateMachine> {
+    handle: CkptHandle<M>,
+    async_tx: mpsc::Sender<CkptCommand>,
+}
+
+impl<M: StateMachine> CkptService<M> {
+    /// The service over `handle`. Spawns the task that proposes asynchronous checkpoints'
+    /// writes in arrival order.
+    pub fn new(handle: CkptHandle<M>) -> Self {
+        let (async_tx, rx) = mpsc::channel(ASYNC_QUEUE_LEN);
+        tokio::spawn(propose_async_writes(handle.clone(), rx));
+        Self { handle, async_tx }
+    }
+}
+
+/// Propose queued asynchronous writes one by one, in order; failures are logged (the caller was
+/// acknowledged already — that is what asynchronous means).
+async fn propose_async_writes<M: StateMachine>(
+    handle: CkptHandle<M>,
+    mut rx: mpsc::Receiver<CkptCommand>,
+) {
+    while let Some(cmd) = rx.recv().await {
+        let timeout = Duration::from_millis(core_limits::CLIENT_TIMEOUT_MS);
+        match handle.propose(cmd, timeout).await {
+            Ok(CkptResponse::Error(e)) => {
+                tracing::warn!("asynchronous checkpoint write refused: {e}")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("asynchronous checkpoint write not committed: {e}"),
+        }
+    }
+}
+
+fn deadline(opts: Option<&pb::Options>) -> Duration {
+    let ms = opts.map_or(0, |o| o.timeout_ms);
+    Duration::from_millis(if ms == 0 {
+        core_limits::CLIENT_TIMEOUT_MS
+    } else {
+        ms.min(TIMEOUT_MAX_MS)
+    })
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> Status {
+    status_from_ais(&AisError::new(code, msg))
+}
+
+fn propose_err(e: ProposeError) -> Status {
+    status_from_ais(&e.into())
+}
+
+fn mode(stale: bool) -> ReadMode {
+    if stale {
+        ReadMode::Stale
+    } else {
+        ReadMode::Linearizable
+    }
+}
+
+/// The log index of a `Done`, or the error a response carries.
+fn done(r: CkptResponse) -> Result<u64, Status> {
+    match r {
+        CkptResponse::Done { index } => Ok(index),
+        CkptResponse::Error(e) => Err(status_from_ais(&e)),
+        other => Err(err(
+            ErrorCode::Library,
+            format!("unexpected response {other:?}"),
+        )),
+    }
+}
+
+fn write_kind(k: i32) -> Result<WriteKind, Status> {
+    match pb::WriteKind::try_from(k) {
+        Ok(pb::WriteKind::Write) => Ok(WriteKind::Write),
+        Ok(pb::WriteKind::Overwrite) => Ok(WriteKind::Overwrite),
+        Ok(pb::WriteKind::Upsert) => Ok(WriteKind::Upsert),
+        _ => Err(err(
+            ErrorCode::InvalidParam,
+            "each section write needs a kind (write, overwrite, upsert)",
+        )),
+    }
+}
+
+impl<M: StateMachine> CkptService<M> {
+    async fn propose(&self, cmd: CkptCommand, timeout: Duration) -> Result<CkptResponse, Status> {
+        self.handle.propose(cmd, timeout).await.map_err(propose_err)
+    }
+
+    /// Refuse, before proposing, data that cannot fit the checkpoint's limits (TOO_BIG) and
+    /// requests beyond the service's; returns the checkpoint's update mode.
+    async fn precheck_write(
+        &self,
+        ckpt: &str,
+        sizes: &[u64],
+        timeout: Duration,
+    ) -> Result<UpdateMode, Status> {
+        if sizes.is_empty() {
+            return Err(err(
+                ErrorCode::InvalidParam,
+                "a write needs at least one section",
+            ));
+        }
+        if sizes.len() > limits::WRITES_PER_CALL_MAX {
+            return Err(err(
+                ErrorCode::TooBig,
+                format!(
+                    "{} section writes in one call; the limit is {}",
+                    sizes.len(),
+                    limits::WRITES_PER_CALL_MAX
+                ),
+            ));
+        }
+        let total: u64 = sizes.iter().sum();
+        if total > core_limits::PROPOSAL_BYTES_MAX as u64 {
+            return Err(err(
+                ErrorCode::TooBig,
+                format!(
+                    "{total} bytes in one call; the limit is {}",
+                    core_limits::PROPOSAL_BYTES_MAX
+                ),
+            ));
+        }
+        let name = ckpt.to_string();
+        let attrs = self
+            .handle
+            .read(ReadMode::Stale, timeout, move |s: &CkptState| {
+                s.attributes(&name).cloned()
+            })
+            .await
+            .map_err(propose_err)?
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::NotExist,
+                    format!("checkpoint '{ckpt}' does not exist"),
+                )
+            })?;
+        if let Some(big) = sizes.iter().find(|&&s| s > attrs.section_size_max) {
+            return Err(err(
+                ErrorCode::TooBig,
+                format!("{big} bytes exceed checkpoint '{ckpt}''s section_size_max of {}; nothing was written", attrs.section_size_max),
+            ));
+        }
+        Ok(attrs.update_mode)
+    }
+}
+
+#[tonic::async_trait]
+impl<M: StateMachine> pb::checkpoint_server::Checkpoint for CkptService<M> {
+    async fn open(
+        &self,
+        req: Request<pb::OpenRequest>,
+    ) -> Result<Response<pb::OpenResponse>, Status> {
+        let r = req.into_inner();
+        let create = if r.create {
+            Some(
+                attrs_from_pb(r.attributes.as_ref())
+                    .map_err(|m| err(ErrorCode::InvalidParam, m))?,
+            )
+        } else {
+            None
+        };
+        let cmd = CkptCommand::Open {
+            name: r.name,
+            create,
+        };
+        match self.propose(cmd, deadline(r.options.as_ref())).await? {
+            CkptResponse::Opened {
+                handle,
+                created,
+                attributes,
+            } => Ok(Response::new(pb::OpenResponse {
+                handle,
+                created,
+                attributes: Some(attrs_to_pb(&attributes)),
+            })),
+            other => done(other).map(|_| Response::new(pb::OpenResponse::default())),
+        }
+    }
+
+    async fn close(
+        &self,
+        req: Request<pb::CloseRequest>,
+    ) -> Result<Response<pb::CloseResponse>, Status> {
+        let r = req.into_inner();
+        done(
+            self.propose(
+                CkptCommand::Close { handle: r.handle },
+                deadline(r.options.as_ref()),
+            )
+            .await?,
+        )?;
+        Ok(Response::new(pb::CloseResponse {}))
+    }
+
+    async fn unlink(
+        &self,
+        req: Request<pb::UnlinkRequest>,
+    ) -> Result<Response<pb::UnlinkResponse>, Status> {
+        let r = req.into_inner();
+        done(
+            self.propose(
+                CkptCommand::Unlink { name: r.name },
+                deadline(r.options.as_ref()),
+            )
+            .await?,
+        )?;
+        Ok(Response::new(pb::UnlinkResponse {}))
+    }
+
+    async fn create_section(
+        &self,
+        req: Request<pb::CreateSectionRequest>,
+    ) -> Result<Response<pb::CreateSectionResponse>, Status> {
+        let r = req.into_inner();
+        let timeout = deadline(r.options.as_ref());
+        self.precheck_write(&r.checkpoint, &[r.data.len() as u64], timeout)
+            .await?;
+        let cmd = CkptCommand::CreateSection {
+            ckpt: r.checkpoint,
+            section: (!r.section.is_empty()).then_some(r.section),
+            data: r.data,
+            expires_at_ms: r.expires_at_ms,
+            epoch: r.epoch,
+        };
+        match self.propose(cmd, timeout).await? {
+            CkptResponse::SectionCreated { section } => {
+                Ok(Response::new(pb::CreateSectionResponse { section }))
+            }
+            other => done(other).map(|_| Response::new(pb::CreateSectionResponse::default())),
+        }
+    }
+
+    async fn delete_section(
+        &self,
+        req: Request<pb::DeleteSectionRequest>,
+    ) -> Result<Response<pb::DeleteSectionResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = CkptCommand::DeleteSection {
+            ckpt: r.checkpoint,
+            section: r.section,
+            epoch: r.epoch,
+        };
+        done(self.propose(cmd, deadline(r.options.as_ref())).await?)?;
+        Ok(Response::new(pb::DeleteSectionResponse {}))
+    }
+
+    async fn write(
+        &self,
+        req: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = req.into_inner();
+        let timeout = deadline(r.options.as_ref());
+        let sizes: Vec<u64> = r
+            .writes
+            .iter()
+            .map(|w| w.offset.saturating_add(w.data.len() as u64))
+            .collect();
+        let mode = self.precheck_write(&r.checkpoint, &sizes, timeout).await?;
+        let writes = r
+            .writes
+            .into_iter()
+            .map(|w| {
+                Ok(SectionWrite {
+                    section: w.section,
+                    kind: write_kind(w.kind)?,
+                    offset: w.offset,
+                    data: w.data,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let cmd = CkptCommand::Write {
+            ckpt: r.checkpoint,
+            writes,
+            epoch: r.epoch,
+        };
+        if mode == UpdateMode::Async {
+            self.async_tx.try_send(cmd).map_err(|_| {
+                err(
+                    ErrorCode::TryAgain,
+                    "this agent's asynchronous write queue is full; retry shortly",
+                )
+            })?;
+            return Ok(Response::new(pb::WriteResponse { index: 0 }));
+        }
+        let index = done(self.propose(cmd, timeout).await?)?;
+        Ok(Response::new(pb::WriteResponse { index }))
+    }
+
+    async fn read(
+        &self,
+        req: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
+        let r = req.into_inner();
+        if r.reads.is_empty() || r.reads.len() > limits::WRITES_PER_CALL_MAX {
+            return Err(err(
+                ErrorCode::InvalidParam,
+                format!("a read names 1 to {} sections", limits::WRITES_PER_CALL_MAX),
+            ));
+        }
+        let reads: Vec<SectionRead> = r
+            .reads
+            .into_iter()
+            .map(|s| SectionRead {
+                section: s.section,
+                offset: s.offset,
+                len: s.len,
+            })
+            .collect();
+        let name = r.checkpoint;
+        let got = self
+            .handle
+            .read(
+                mode(r.stale),
+                deadline(r.options.as_ref()),
+                move |s: &CkptState| s.read(&name, &reads),
+            )
+            .await
+            .map_err(propose_err)?
+            .map_err(|e| status_from_ais(&e))?;
+        let sections = got
+            .into_iter()
+            .map(|(section, data)| pb::SectionData { section, data })
+            .collect();
+        Ok(Response::new(pb::ReadResponse { sections }))
+    }
+
+    async fn set_expiration(
+        &self,
+        req: Request<pb::SetExpirationRequest>,
+    ) -> Result<Response<pb::SetExpirationResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = CkptCommand::SetExpiration {
+            ckpt: r.checkpoint,
+            section: r.section,
+            expires_at_ms: r.expires_at_ms,
+            epoch: r.epoch,
+        };
+        done(self.propose(cmd, deadline(r.options.as_ref())).await?)?;
+        Ok(Response::new(pb::SetExpirationResponse {}))
+    }
+
+    async fn sections(
+        &self,
+        req: Request<pb::SectionsRequest>,
+    ) -> Result<Response<pb::SectionsResponse>, Status> {
+        let r = req.into_inner();
+        let name = r.checkpoint;
+        let before = (r.expiring_before_ms != 0).then_some(r.expiring_before_ms);
+        let infos = self
+            .handle
+            .read(
+                mode(r.stale),
+                deadline(r.options.as_ref()),
+                move |s: &CkptState| s.sections(&name, before),
+            )
+            .await
+            .map_err(propose_err)?
+            .map_err(|e| status_from_ais(&e))?;
+        let sections = infos
+            .into_iter()
+            .map(|i| pb::SectionInfo {
+                section: i.section,
+                size: i.size,
+                expires_at_ms: i.expires_at_ms,
+                last_update_index: i.last_update_index,
+            })
+            .collect();
+        Ok(Response::new(pb::SectionsResponse { sections }))
+    }
+
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::CheckpointStatus>, Status> {
+        let r = req.into_inner();
+        let name = r.name;
+        let st = self
+            .handle
+            .read(
+                mode(r.stale),
+                deadline(r.options.as_ref()),
+                move |s: &CkptState| s.status(&name),
+            )
+            .await
+            .map_err(propose_err)?
+            .map_err(|e| status_from_ais(&e))?;
+        Ok(Response::new(status_to_pb(&st)))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let r = req.into_inner();
+        let all = self
+            .handle
+            .read(
+                mode(r.stale),
+                deadline(r.options.as_ref()),
+                |s: &CkptState| s.list(),
+            )
+            .await
+            .map_err(propose_err)?;
+        Ok(Response::new(pb::ListResponse {
+            checkpoints: all.iter().map(status_to_pb).collect(),
+        }))
+    }
+}

@@ -1,0 +1,534 @@
+//! [`CheckpointClient`]: endpoints, deadlines, failover; the entry point of the SDK.
+
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use nines_core::{limits, AisError, ErrorCode};
+use nines_proto::ckpt::v1::{self as pb, checkpoint_client::CheckpointClient as Grpc};
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{
+    checkpoint::Checkpoint,
+    endpoints::{normalize_endpoints, parse_endpoints, ENDPOINTS_ENV},
+    error::{Result, SdkError},
+    retry::{backoff_ms, classify, outcome_unknown, Idempotency, Verdict},
+    types::{CheckpointStatus, OpenOptions},
+};
+
+/// Tunables of a [`CheckpointClient`]; the defaults suit most applications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Deadline of each call, failovers and retries included (default 5 s). The service gets
+    /// what is left of it, so it gives up when the caller does.
+    pub timeout: Duration,
+    /// Longest wait for a TCP connection to one endpoint before moving to the next (default
+    /// 1 s).
+    pub connect_timeout: Duration,
+    /// Whether a call answered `TRY_AGAIN` (no leader yet, leadership moving) is asked again,
+    /// elsewhere and then after a short backoff, until its deadline (default true). The service
+    /// did nothing in that case, so this is safe for every call.
+    pub retry_try_again: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(limits::CLIENT_TIMEOUT_MS),
+            connect_timeout: Duration::from_millis(1_000),
+            retry_try_again: true,
+        }
+    }
+}
+
+/// A connection to the checkpoint service of a nines cluster, through any of its agents.
+///
+/// Cheap to clone (clones share connections); use one per process. Every call has a deadline
+/// ([`ClientConfig::timeout`]); calls go to the endpoint that answered last and fail over, in the
+/// order given, to the others when it is unreachable.
+#[derive(Debug, Clone)]
+pub struct CheckpointClient {
+    inner: Arc<Inner>,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Inner {
+    targets: Vec<Target>,
+    /// Index of the endpoint that answered last: calls start there.
+    current: AtomicUsize,
+    config: ClientConfig,
+}
+
+#[derive(Debug)]
+struct Target {
+    addr: String,
+    grpc: Grpc<Channel>,
+}
+
+/// Requests that carry the common [`pb::Options`].
+pub(crate) trait WithOptions {
+    fn set_options(&mut self, options: pb::Options);
+}
+
+macro_rules! with_options {
+    ($($t:ident),* $(,)?) => {
+        $(impl WithOptions for pb::$t {
+            fn set_options(&mut self, options: pb::Options) {
+                self.options = Some(options);
+            }
+        })*
+    };
+}
+
+with_options!(
+    OpenRequest,
+    CloseRequest,
+    UnlinkRequest,
+    CreateSectionRequest,
+    DeleteSectionRequest,
+    WriteRequest,
+    ReadRequest,
+    SetExpirationRequest,
+    SectionsRequest,
+    StatusRequest,
+    ListRequest,
+);
+
+impl CheckpointClient {
+    /// Connect through `endpoints` (agents' `host:port`, tried in this order) with the default
+    /// [`ClientConfig`].
+    ///
+    /// # Errors
+    /// [`SdkError::InvalidArgument`] for a malformed endpoint; [`SdkError::Unavailable`] when
+    /// none of them accepts a connection.
+    pub async fn connect<S: AsRef<str>>(endpoints: &[S]) -> Result<Self> {
+        Self::connect_with(endpoints, ClientConfig::default()).await
+    }
+
+    /// Connect through the endpoints in `NINES_ENDPOINTS` (comma-separated `host:port`).
+    ///
+    /// # Errors
+    /// As [`CheckpointClient::connect`]; [`SdkError::InvalidArgument`] when the variable is
+    /// unset.
+    pub async fn from_env() -> Result<Self> {
+        let list = std::env::var(ENDPOINTS_ENV).map_err(|_| {
+            SdkError::InvalidArgument(format!(
+                "{ENDPOINTS_ENV} is not set; set it to the agents' host:port, comma-separated \
+                 (e.g. 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103)"
+            ))
+        })?;
+        Self::connect(&parse_endpoints(&list)?).await
+    }
+
+    /// Connect with explicit tunables: the first endpoint (in order) that accepts a TCP
+    /// connection becomes the one calls start at.
+    ///
+    /// # Errors
+    /// As [`CheckpointClient::connect`].
+    pub async fn connect_with<S: AsRef<str>>(
+        endpoints: &[S],
+        config: ClientConfig,
+    ) -> Result<Self> {
+        let client = Self::connect_lazy(endpoints, config)?;
+        let mut why = Vec::new();
+        for (i, t) in client.inner.targets.iter().enumerate() {
+            let ep = endpoint(&t.addr, &config)?;
+            match tokio::time::timeout(config.connect_timeout, ep.connect()).await {
+                Ok(Ok(_probe)) => {
+                    // The probe connection is dropped: the lazy channel connects on first use
+                    // (now known to succeed) and keeps reconnecting on its own.
+                    client.inner.current.store(i, Ordering::Relaxed);
+                    return Ok(client);
+                }
+                Ok(Err(e)) => why.push(format!("{}: {}", t.addr, error_chain(&e))),
+                Err(_) => why.push(format!(
+                    "{}: no connection within {} ms",
+                    t.addr,
+                    config.connect_timeout.as_millis()
+                )),
+            }
+        }
+        Err(SdkError::Unavailable(format!(
+            "connect to the checkpoint service: no agent is reachable ({}); check that the cluster \
+             runs and that the endpoints ({ENDPOINTS_ENV}) name its agents",
+            why.join("; ")
+        )))
+    }
+
+    /// A client that connects on first use (for an application that may start before the
+    /// cluster). Checks only that the endpoints are well formed.
+    ///
+    /// # Errors
+    /// [`SdkError::InvalidArgument`] for a malformed or empty endpoint list.
+    pub fn connect_lazy<S: AsRef<str>>(endpoints: &[S], config: ClientConfig) -> Result<Self> {
+        let addrs = normalize_endpoints(endpoints)?;
+        let mut targets = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let grpc = Grpc::new(endpoint(&addr, &config)?.connect_lazy())
+                .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
+            targets.push(Target { addr, grpc });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                targets,
+                current: AtomicUsize::new(0),
+                config,
+            }),
+            timeout: config.timeout,
+        })
+    }
+
+    /// The same client with another deadline per call (shares connections).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The deadline of each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The endpoints, in failover order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner.targets.iter().map(|t| t.addr.clone()).collect()
+    }
+
+    /// Open checkpoint `name` (creating it, with [`OpenOptions::create`]); the handle is held
+    /// until [`Checkpoint::close`] (or, best effort, until the [`Checkpoint`] is dropped).
+    ///
+    /// # Errors
+    /// `NOT_EXIST` opening a missing checkpoint with [`OpenOptions::existing`]; `EXIST` creating
+    /// one that exists with other attributes; `INVALID_PARAM` for attributes beyond the
+    /// service's limits; `NO_SPACE` when the cluster holds too many checkpoints or handles.
+    pub async fn open(&self, name: &str, options: OpenOptions) -> Result<Checkpoint> {
+        if name.is_empty() {
+            return Err(SdkError::InvalidArgument(
+                "open a checkpoint: the name is empty; give a name".into(),
+            ));
+        }
+        let req = pb::OpenRequest {
+            name: name.to_string(),
+            create: options.create.is_some(),
+            attributes: options.create.map(|a| a.to_wire()),
+            options: None,
+        };
+        let what = format!("open checkpoint '{name}'");
+        let r = self
+            .call(&what, Idempotency::Mutating, req, |mut c, r| async move {
+                c.open(r).await
+            })
+            .await?;
+        Ok(Checkpoint::opened(self.clone(), name, r))
+    }
+
+    /// Checkpoint `name` without opening it: reads, writes and status work the same, but no
+    /// handle is held, so the checkpoint's retention is not affected (what tools want).
+    pub fn checkpoint(&self, name: &str) -> Checkpoint {
+        Checkpoint::unopened(self.clone(), name)
+    }
+
+    /// Delete checkpoint `name` and all its sections now (open handles become `BAD_HANDLE`).
+    ///
+    /// # Errors
+    /// `NOT_EXIST` if there is no such checkpoint.
+    pub async fn unlink(&self, name: &str) -> Result<()> {
+        let req = pb::UnlinkRequest {
+            name: name.to_string(),
+            options: None,
+        };
+        let what = format!("unlink checkpoint '{name}'");
+        self.call(&what, Idempotency::Mutating, req, |mut c, r| async move {
+            c.unlink(r).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Every checkpoint's attributes and usage (linearizable).
+    ///
+    /// # Errors
+    /// `TRY_AGAIN` (after retries) when the cluster has no leader.
+    pub async fn list(&self) -> Result<Vec<CheckpointStatus>> {
+        let req = pb::ListRequest {
+            stale: false,
+            options: None,
+        };
+        let r = self
+            .call(
+                "list checkpoints",
+                Idempotency::Idempotent,
+                req,
+                |mut c, r| async move { c.list(r).await },
+            )
+            .await?;
+        Ok(r.checkpoints
+            .into_iter()
+            .map(CheckpointStatus::from)
+            .collect())
+    }
+
+    /// Close `handle` (used by [`Checkpoint::close`] and its drop).
+    pub(crate) async fn close_handle(&self, name: &str, handle: u64) -> Result<()> {
+        let req = pb::CloseRequest {
+            handle,
+            options: None,
+        };
+        let what = format!("close checkpoint '{name}'");
+        self.call(&what, Idempotency::Mutating, req, |mut c, r| async move {
+            c.close(r).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// One call under the deadline with failover: start at the endpoint that answered last,
+    /// move on past unreachable ones, retry `TRY_AGAIN` after a backoff per round, never re-send
+    /// a mutation whose outcome is unknown. `what` names the operation in error messages.
+    pub(crate) async fn call<Req, Resp, F, Fut>(
+        &self,
+        what: &str,
+        idempotency: Idempotency,
+        req: Req,
+        f: F,
+    ) -> Result<Resp>
+    where
+        Req: WithOptions + Clone,
+        F: Fn(Grpc<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let n = self.inner.targets.len();
+        let first = self.inner.current.load(Ordering::Relaxed) % n;
+        let mut busy: Option<AisError> = None;
+        let mut unreachable: Vec<String> = Vec::new();
+        let mut round: u32 = 0;
+        loop {
+            unreachable.clear();
+            for k in 0..n {
+                let i = (first + k) % n;
+                let target = &self.inner.targets[i];
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(self.out_of_time(what, busy, &unreachable));
+                }
+                let mut r = req.clone();
+                r.set_options(pb::Options {
+                    timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
+                });
+                let mut request = tonic::Request::new(r);
+                request.set_timeout(left);
+                let answer = tokio::time::timeout(left, f(target.grpc.clone(), request)).await;
+                let status = match answer {
+                    Ok(Ok(resp)) => {
+                        self.inner.current.store(i, Ordering::Relaxed);
+                        return Ok(resp.into_inner());
+                    }
+                    Ok(Err(status)) => status,
+                    Err(_elapsed) => {
+                        return Err(self.deadline_passed(what, idempotency, &target.addr))
+                    }
+                };
+                match classify(&status, idempotency) {
+                    Verdict::NextEndpoint(_) if Instant::now() >= deadline => {
+                        // tonic's own deadline fired first (as `Cancelled`): same as ours.
+                        return Err(self.deadline_passed(what, idempotency, &target.addr));
+                    }
+                    Verdict::NextEndpoint(why) => {
+                        tracing::debug!(endpoint = %target.addr, %why, "{what}: trying the next endpoint");
+                        unreachable.push(format!("{}: {why}", target.addr));
+                    }
+                    Verdict::Busy(e) if self.inner.config.retry_try_again => {
+                        tracing::debug!(endpoint = %target.addr, error = %e, "{what}: busy");
+                        busy = Some(e);
+                    }
+                    Verdict::Busy(e) | Verdict::Fail(e) => return Err(prefixed(what, e)),
+                }
+            }
+            if busy.is_none() {
+                // Every endpoint is unreachable: waiting would not help within one deadline.
+                return Err(unavailable(what, &unreachable));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(Duration::from_millis(backoff_ms(round)).min(left)).await;
+            round = round.saturating_add(1);
+        }
+    }
+
+    /// The error of a call whose deadline passed while an attempt was in flight.
+    fn deadline_passed(&self, what: &str, idempotency: Idempotency, addr: &str) -> SdkError {
+        let why = format!(
+            "no answer from {addr} within the {} ms deadline",
+            self.timeout.as_millis()
+        );
+        prefixed(
+            what,
+            match idempotency {
+                Idempotency::Mutating => outcome_unknown(&why),
+                Idempotency::Idempotent => AisError::new(
+                    ErrorCode::Timeout,
+                    format!("{why}; retry, or raise the deadline"),
+                ),
+            },
+        )
+    }
+
+    /// The error of a call whose deadline passed between attempts (nothing was in flight).
+    fn out_of_time(&self, what: &str, busy: Option<AisError>, unreachable: &[String]) -> SdkError {
+        match busy {
+            Some(e) => prefixed(
+                what,
+                AisError::new(
+                    e.code,
+                    format!(
+                        "{} (still so after retrying for {} ms; retry later)",
+                        e.message,
+                        self.timeout.as_millis()
+                    ),
+                ),
+            ),
+            None if !unreachable.is_empty() => unavailable(what, unreachable),
+            None => prefixed(
+                what,
+                AisError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the {} ms deadline passed before any attempt",
+                        self.timeout.as_millis()
+                    ),
+                ),
+            ),
+        }
+    }
+}
+
+/// The tonic endpoint for `host:port` with the client's connect timeout.
+fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| SdkError::InvalidArgument(format!("endpoint '{addr}': {e}")))?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true))
+}
+
+fn prefixed(what: &str, e: AisError) -> SdkError {
+    SdkError::Ais(AisError::new(e.code, format!("{what}: {}", e.message)))
+}
+
+fn unavailable(what: &str, why: &[String]) -> SdkError {
+    SdkError::Unavailable(format!(
+        "{what}: no agent is reachable ({}); check that the cluster runs and that the endpoints \
+         ({ENDPOINTS_ENV}) name its agents",
+        why.join("; ")
+    ))
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port on loopback nobody listens on (bound, then released).
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }
+
+    #[tokio::test]
+    async fn connect_fails_with_unavailable_naming_every_endpoint() {
+        let a = format!("127.0.0.1:{}", closed_port());
+        let b = format!("127.0.0.1:{}", closed_port());
+        match CheckpointClient::connect(&[a.as_str(), b.as_str()]).await {
+            Err(SdkError::Unavailable(m)) => {
+                assert!(m.contains(&a) && m.contains(&b), "{m}");
+                assert!(m.contains("NINES_ENDPOINTS"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_with_no_reachable_endpoint_is_unavailable_and_names_the_operation() {
+        let a = format!("127.0.0.1:{}", closed_port());
+        let c = CheckpointClient::connect_lazy(&[a.as_str()], ClientConfig::default())
+            .expect("well-formed");
+        let e = c.unlink("orders").await.expect_err("nothing listens");
+        assert!(matches!(e, SdkError::Unavailable(_)), "{e:?}");
+        assert!(
+            e.to_string().starts_with("unlink checkpoint 'orders': "),
+            "{e}"
+        );
+        assert_eq!(e.code(), None);
+        let e = c
+            .checkpoint("orders")
+            .read("cursor")
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(e, SdkError::Unavailable(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_endpoint_costs_one_deadline_and_a_mutation_reports_an_unknown_outcome() {
+        // The kernel completes the TCP handshake; nobody ever speaks HTTP/2 on it.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = silent.local_addr().expect("addr").to_string();
+        let config = ClientConfig {
+            timeout: Duration::from_millis(300),
+            ..ClientConfig::default()
+        };
+        let c = CheckpointClient::connect_lazy(&[addr.as_str()], config).expect("well-formed");
+        let started = std::time::Instant::now();
+        let e = c.unlink("orders").await.expect_err("nobody answers");
+        assert_eq!(e.code(), Some(ErrorCode::Timeout), "{e}");
+        assert!(
+            e.to_string().contains("may or may not have taken effect"),
+            "{e}"
+        );
+        let e = c.list().await.expect_err("nobody answers");
+        assert_eq!(e.code(), Some(ErrorCode::Timeout), "{e}");
+        assert!(!e.to_string().contains("may or may not"), "{e}");
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(3),
+            "two deadlines took {waited:?}"
+        );
+        drop(silent);
+    }
+
+    #[tokio::test]
+    async fn an_empty_name_is_rejected_before_sending() {
+        let c = CheckpointClient::connect_lazy(&["127.0.0.1:1"], ClientConfig::default())
+            .expect("well-formed");
+        let e = c
+            .open("", OpenOptions::existing())
+            .await
+            .expect_err("empty name");
+        assert!(matches!(e, SdkError::InvalidArgument(_)));
+        assert!(matches!(
+            CheckpointClient::connect_lazy(&["nope"], ClientConfig::default()),
+            Err(SdkError::InvalidArgument(_))
+        ));
+    }
+}

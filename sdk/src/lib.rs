@@ -1,0 +1,71 @@
+//! nines-sdk: what an application links to use a nines cluster. Today: the checkpoint service.
+//!
+//! A checkpoint is a named set of sections (id → bytes) that survives the process: the active
+//! instance of a service writes its state there, and the standby that takes over reads it back.
+//! Writes are replicated through Raft before they are acknowledged (unless the checkpoint is
+//! [`UpdateMode::Async`]); reads are linearizable unless asked to be stale.
+//!
+//! # How to use it
+//!
+//! 1. [`CheckpointClient::connect`] with any agents' `host:port` (or
+//!    [`CheckpointClient::from_env`], which reads `NINES_ENDPOINTS`). One client per process;
+//!    clones share connections.
+//! 2. [`CheckpointClient::open`] a checkpoint, creating it with [`Attributes`] or requiring it to
+//!    exist ([`OpenOptions`]). The [`Checkpoint`] it returns reads and writes sections.
+//! 3. Set a fencing epoch ([`Checkpoint::with_epoch`]) when several instances may write: the
+//!    service refuses writes carrying an epoch lower than one it has seen.
+//! 4. [`Checkpoint::close`] when done.
+//!
+//! Every call has a deadline (5 s by default, [`ClientConfig`]). A call goes to the endpoint
+//! that answered last and moves on, in the order given, past unreachable endpoints; a
+//! `TRY_AGAIN` answer (no leader yet) is retried, after a short backoff, until the deadline. A
+//! write whose outcome is unknown is never re-sent: it fails with `TIMEOUT`.
+//!
+//! Errors are [`SdkError`]s: the service's stable AIS code ([`SdkError::code`]) and a message
+//! saying what failed, why and what to do.
+//!
+//! ```no_run
+//! use nines_sdk::{Attributes, CheckpointClient, OpenOptions, SectionRead, SectionWrite};
+//!
+//! # async fn demo() -> Result<(), nines_sdk::SdkError> {
+//! let ckpt = CheckpointClient::connect(&["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"])
+//!     .await?;
+//! let cp = ckpt
+//!     .open("orders", OpenOptions::create(Attributes::default()))
+//!     .await?
+//!     .with_epoch(7);
+//! cp.write("cursor", b"42").await?;
+//! cp.write_many(&[SectionWrite::upsert("a", b"1"), SectionWrite::at("a", 1, b"x")])
+//!     .await?;
+//! let cursor: Vec<u8> = cp.read("cursor").await?;
+//! assert_eq!(cursor, b"42");
+//! let parts = cp
+//!     .read_many(&[SectionRead::whole("a"), SectionRead::range("cursor", 0, 1)])
+//!     .await?;
+//! for s in cp.sections().await? {
+//!     println!("{} holds {} bytes", s.section, s.size);
+//! }
+//! # let _ = parts;
+//! cp.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod checkpoint;
+mod client;
+mod endpoints;
+mod error;
+mod retry;
+mod types;
+
+pub use checkpoint::Checkpoint;
+pub use client::{CheckpointClient, ClientConfig};
+pub use endpoints::{parse_endpoints, ENDPOINTS_ENV};
+pub use error::{Result, SdkError};
+pub use nines_core::{AisError, ErrorCode};
+pub use types::{
+    Attributes, CheckpointStatus, OpenOptions, SectionData, SectionInfo, SectionRead, SectionWrite,
+    UpdateMode,
+};
