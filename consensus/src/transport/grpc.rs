@@ -117,6 +117,7 @@ impl Transport for GrpcTransport {
                 client: client(channel.clone()),
                 header: header.clone(),
                 mailbox: mailbox.clone(),
+                stream: None,
             };
             let task = tokio::spawn(sender.run(rx));
             st.peers.insert(
@@ -204,6 +205,21 @@ fn is_connect_error(s: &tonic::Status) -> bool {
 /// Largest sum of encoded message sizes in one batch; a snapshot always travels alone.
 const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// Batches queued on an open stream before the sender waits.
+const STREAM_QUEUE_LEN: usize = 64;
+
+/// An open `Stream` call to a peer: batches go into `tx`; `call` ends when the stream fails.
+struct OpenStream {
+    tx: mpsc::Sender<MessageBatch>,
+    call: JoinHandle<Result<(), tonic::Status>>,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.call.abort();
+    }
+}
+
 /// The task that owns one peer's queue.
 struct PeerSender {
     to: NodeId,
@@ -211,6 +227,7 @@ struct PeerSender {
     client: RaftPeerClient<Channel>,
     header: PeerHeader,
     mailbox: Mailbox,
+    stream: Option<OpenStream>,
 }
 
 impl PeerSender {
@@ -283,22 +300,63 @@ impl PeerSender {
         }
     }
 
+    /// Send one batch: snapshots by a unary call whose answer confirms delivery, everything else
+    /// on the long-lived stream (no round trip per batch).
     async fn send(&mut self, batch: Vec<Message>, has_snapshot: bool) -> Result<(), tonic::Status> {
         let messages = batch
             .iter()
             .map(|m| m.write_to_bytes().expect("raft messages encode"))
             .collect();
-        let mut req = tonic::Request::new(MessageBatch {
+        let batch = MessageBatch {
             header: Some(self.header.clone()),
             to: self.to,
             messages,
-        });
-        let timeout_ms = if has_snapshot {
-            limits::SNAPSHOT_RPC_TIMEOUT_MS
-        } else {
-            limits::PEER_RPC_TIMEOUT_MS
         };
-        req.set_timeout(Duration::from_millis(timeout_ms));
+        if !has_snapshot {
+            return self.send_streamed(batch).await;
+        }
+        let mut req = tonic::Request::new(batch);
+        req.set_timeout(Duration::from_millis(limits::SNAPSHOT_RPC_TIMEOUT_MS));
         self.client.send(req).await.map(|_| ())
+    }
+
+    async fn send_streamed(&mut self, batch: MessageBatch) -> Result<(), tonic::Status> {
+        if let Some(open) = self.stream.take_if(|s| s.call.is_finished()) {
+            return Err(stream_end(open).await);
+        }
+        let open = self.stream.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(STREAM_QUEUE_LEN);
+            let mut client = self.client.clone();
+            let call = tokio::spawn(async move {
+                client
+                    .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                    .map(|_| ())
+            });
+            OpenStream { tx, call }
+        });
+        let timeout = Duration::from_millis(limits::PEER_RPC_TIMEOUT_MS);
+        match tokio::time::timeout(timeout, open.tx.send(batch)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => {
+                let open = self.stream.take().expect("stream is open");
+                Err(stream_end(open).await)
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(tonic::Status::deadline_exceeded(
+                    "the peer stopped reading its stream",
+                ))
+            }
+        }
+    }
+}
+
+/// Why a stream call ended.
+async fn stream_end(mut open: OpenStream) -> tonic::Status {
+    match (&mut open.call).await {
+        Ok(Err(status)) => status,
+        Ok(Ok(())) => tonic::Status::unavailable("the peer closed the stream"),
+        Err(e) => tonic::Status::unavailable(format!("stream task failed: {e}")),
     }
 }

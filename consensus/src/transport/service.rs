@@ -9,7 +9,7 @@ use nines_proto::raft::v1::{
 };
 use protobuf::Message as _;
 use raft::eraftpb::Message;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::{ForwardHandler, ForwardKind};
 use crate::{Proposer, StateMachine};
@@ -31,6 +31,26 @@ impl<M: StateMachine> PeerService<M> {
             proposer,
             cluster: cluster.into(),
         }
+    }
+
+    /// Authenticate a batch, decode it, and hand it to the driver.
+    fn deliver(&self, batch: MessageBatch) -> Result<(), Status> {
+        self.check(batch.header.as_ref())?;
+        if batch.to != self.proposer.id() {
+            return Err(Status::failed_precondition(format!(
+                "messages for node {} reached node {}; check the peer addresses in the configs",
+                batch.to,
+                self.proposer.id()
+            )));
+        }
+        let msgs = batch
+            .messages
+            .iter()
+            .map(|b| Message::parse_from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+        self.proposer.mailbox().deliver(msgs);
+        Ok(())
     }
 
     fn check(&self, header: Option<&PeerHeader>) -> Result<(), Status> {
@@ -70,22 +90,18 @@ impl<M: StateMachine> PeerService<M> {
 #[tonic::async_trait]
 impl<M: StateMachine> RaftPeer for PeerService<M> {
     async fn send(&self, req: Request<MessageBatch>) -> Result<Response<SendAck>, Status> {
-        let batch = req.into_inner();
-        self.check(batch.header.as_ref())?;
-        if batch.to != self.proposer.id() {
-            return Err(Status::failed_precondition(format!(
-                "messages for node {} reached node {}; check the peer addresses in the configs",
-                batch.to,
-                self.proposer.id()
-            )));
+        self.deliver(req.into_inner())?;
+        Ok(Response::new(SendAck {}))
+    }
+
+    async fn stream(
+        &self,
+        req: Request<Streaming<MessageBatch>>,
+    ) -> Result<Response<SendAck>, Status> {
+        let mut stream = req.into_inner();
+        while let Some(batch) = stream.message().await? {
+            self.deliver(batch)?;
         }
-        let msgs = batch
-            .messages
-            .iter()
-            .map(|b| Message::parse_from_bytes(b))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
-        self.proposer.mailbox().deliver(msgs);
         Ok(Response::new(SendAck {}))
     }
 
