@@ -245,3 +245,50 @@ fn a_bad_config_is_refused_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lisen"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_of_another_cluster_or_protocol_version_are_refused() {
+    use nines_proto::raft::v1::{raft_peer_client::RaftPeerClient, MessageBatch, PeerHeader};
+    let c = LocalCluster::start(BIN.as_ref(), 3, LocalOptions::default()).expect("start");
+    c.wait_leader(LONG).await.expect("leader");
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", c.nodes[0].addr))
+        .expect("endpoint")
+        .connect_lazy();
+    let mut peer = RaftPeerClient::new(ch);
+    let batch = |cluster: &str, version: u32| MessageBatch {
+        header: Some(PeerHeader {
+            cluster: cluster.into(),
+            from: 2,
+            protocol_version: version,
+        }),
+        to: 1,
+        messages: vec![],
+    };
+    let e = peer
+        .send(batch("other", nines_core::PROTOCOL_VERSION))
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(
+        e.message().contains("'other'") && e.message().contains("'local'"),
+        "{}",
+        e.message()
+    );
+
+    let e = peer.send(batch("local", 99)).await.expect_err("refused");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        e.message().contains("v99") && e.message().contains("v1"),
+        "{}",
+        e.message()
+    );
+
+    let mut stranger = batch("local", nines_core::PROTOCOL_VERSION);
+    stranger.header.as_mut().expect("header").from = 42;
+    let e = peer.send(stranger).await.expect_err("refused");
+    assert!(e.message().contains("not a member"), "{}", e.message());
+
+    peer.send(batch("local", nines_core::PROTOCOL_VERSION))
+        .await
+        .expect("a member is accepted");
+}
