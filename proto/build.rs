@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/nines/raft/v1/raft.proto",
         "proto/nines/cluster/v1/cluster.proto",
         "proto/nines/ckpt/v1/ckpt.proto",
+        "proto/nines/membership/v1/membership.proto",
     ];
     tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
     println!("cargo:rerun-if-changed=proto");

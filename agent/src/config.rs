@@ -4,6 +4,7 @@
 use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf};
 
 use nines_consensus::{Members, PeerInfo, RaftConfig};
+use nines_heartbeat::{lease::LeaseConfig, DetectorConfig};
 use serde::Deserialize;
 
 /// A config that cannot be used, with what is wrong and where.
@@ -67,6 +68,23 @@ pub struct AgentConfig {
     /// Raft timing and sizing.
     #[serde(default)]
     pub raft: RaftSection,
+    /// `[heartbeat]`: the failure detector (interval_ms 100, timeout_ms 500, flap damping).
+    #[serde(default)]
+    pub heartbeat: DetectorConfig,
+    /// `[lease]`: how long this node may act without quorum contact, and the margin the leader
+    /// adds before it declares a silent node down (see docs/design.md).
+    #[serde(default = "lease_default")]
+    pub lease: LeaseConfig,
+}
+
+/// The agent's lease: short enough that a lost node's lease has surely expired by the time the
+/// detector declares it down (300 + 150 ms < the 500 ms timeout), so detection is not delayed.
+fn lease_default() -> LeaseConfig {
+    LeaseConfig {
+        lease_ms: 300,
+        drift_margin_ms: 150,
+        fence_reaction_ms: 100,
+    }
 }
 
 /// One initial voter.
@@ -180,6 +198,12 @@ impl AgentConfig {
             ));
         }
         self.raft_config().validate().map_err(|p| bad("raft", p))?;
+        self.heartbeat
+            .validate()
+            .map_err(|e| bad("heartbeat", e.to_string()))?;
+        self.lease
+            .validate()
+            .map_err(|e| bad("lease", e.to_string()))?;
         Ok(())
     }
 

@@ -10,10 +10,14 @@
 
 mod config;
 mod datadir;
+mod heartbeat;
 mod janitor;
+mod membership;
+mod membership_service;
 mod server;
 mod state;
 
 pub use config::{AgentConfig, ConfigError, PeerConfig};
+pub use membership::{AgreedState, Change, ChangeKind, MembershipCommand, MembershipState};
 pub use server::{run, AgentError};
 pub use state::{ckpt_handle, AgentState, ClusterCommand, ClusterResponse, Command, Response};

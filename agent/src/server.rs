@@ -12,7 +12,10 @@ use nines_core::{
     shutdown::{Shutdown, ShutdownSignal},
     AisError, ErrorCode, PROTOCOL_VERSION,
 };
-use nines_proto::ckpt::v1::checkpoint_server::CheckpointServer;
+use nines_proto::{
+    ckpt::v1::checkpoint_server::CheckpointServer,
+    membership::v1::membership_server::MembershipServer,
+};
 use nines_proto::{
     cluster::v1::{
         cluster_server::{Cluster, ClusterServer},
@@ -85,13 +88,10 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         seed_peers: cfg.seed_members(),
     };
     let (stop_node, node_signal) = Shutdown::new();
-    let started = start(
-        node_cfg,
-        store,
-        AgentState::default(),
-        transport,
-        node_signal,
-    )?;
+    let (events, _) = tokio::sync::broadcast::channel(crate::membership::WATCH_BUFFER_LEN);
+    let mut state = AgentState::default();
+    state.membership.set_events(events.clone());
+    let started = start(node_cfg, store, state, transport, node_signal)?;
     let proposer = started.proposer;
     let proposer_for_services = proposer.clone();
     tracing::info!(
@@ -116,6 +116,30 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
     tokio::spawn(janitor::run(ckpt_handle, shutdown.clone()));
+    let (beats_tx, beats_rx) = tokio::sync::mpsc::channel(crate::heartbeat::BEAT_QUEUE_LEN);
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(
+        crate::heartbeat::LocalHealth::default(),
+    ));
+    let hb_driver = crate::heartbeat::Driver {
+        id: cfg.node_id,
+        cluster: cfg.cluster.clone(),
+        detector_cfg: cfg.heartbeat.clone(),
+        lease_cfg: cfg.lease,
+        proposer: proposer_for_services.clone(),
+        shared: shared.clone(),
+        beats: beats_rx,
+    };
+    tokio::spawn(hb_driver.run(shutdown.clone()));
+    let membership = MembershipServer::new(crate::membership_service::MembershipService {
+        id: cfg.node_id,
+        cluster: cfg.cluster.clone(),
+        proposer: proposer_for_services.clone(),
+        heartbeat: crate::heartbeat::HeartbeatHandle {
+            shared,
+            beats: beats_tx,
+        },
+        events,
+    });
     let mut drain = shutdown.clone();
     let serve = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(STREAMS_PER_CONNECTION_MAX)
@@ -124,6 +148,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         .add_service(peer)
         .add_service(cluster)
         .add_service(ckpt)
+        .add_service(membership)
         .serve_with_incoming_shutdown(incoming(listener), async move { drain.wait().await });
     let mut server = tokio::spawn(serve);
     let mut driver = started.driver;
@@ -302,10 +327,12 @@ impl Cluster for ClusterService {
                 Ok(Response::new(ProbeWriteResponse { index }))
             }
             SmResponse::Cluster(ClusterResponse::Refused(e)) => Err(status_from_ais(&e)),
-            SmResponse::Ckpt(_) => Err(status_from_ais(&AisError::new(
-                ErrorCode::Library,
-                "a probe write got a checkpoint response",
-            ))),
+            SmResponse::Ckpt(_) | SmResponse::Membership(_) => {
+                Err(status_from_ais(&AisError::new(
+                    ErrorCode::Library,
+                    "a probe write got a checkpoint response",
+                )))
+            }
         }
     }
 

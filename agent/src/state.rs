@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 
 use nines_ckpt::{CkptCommand, CkptResponse, CkptState};
+
+use crate::membership::{MembershipCommand, MembershipState};
 use nines_consensus::{ApplyContext, Members, StateMachine};
 use nines_core::{AisError, ErrorCode};
 use serde::{Deserialize, Serialize};
@@ -26,6 +28,8 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// The checkpoint service's.
     Ckpt(CkptCommand),
+    /// Membership health (down / up / left).
+    Membership(MembershipCommand),
 }
 
 /// The cluster core's commands.
@@ -47,6 +51,8 @@ pub enum Response {
     Cluster(ClusterResponse),
     /// The checkpoint service's.
     Ckpt(CkptResponse),
+    /// Membership: the view after the command, or why it was refused.
+    Membership(Result<u64, AisError>),
 }
 
 /// The cluster core's outcomes.
@@ -79,6 +85,8 @@ pub struct AgentState {
     pub probes: BTreeMap<String, Probe>,
     /// The checkpoint service's state.
     pub ckpt: CkptState,
+    /// The agreed membership view.
+    pub membership: MembershipState,
 }
 
 impl AgentState {
@@ -116,6 +124,7 @@ impl StateMachine for AgentState {
         Ok(match cmd {
             Command::Cluster(c) => Response::Cluster(self.apply_cluster(ctx, c)),
             Command::Ckpt(c) => Response::Ckpt(self.ckpt.apply(ctx, c)),
+            Command::Membership(c) => Response::Membership(self.membership.apply(c)),
         })
     }
 
@@ -124,13 +133,18 @@ impl StateMachine for AgentState {
     }
 
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
+        let events = self.membership.take_events();
         *self =
             postcard::from_bytes(data).map_err(|e| format!("cannot decode agent state: {e}"))?;
+        if let Some(tx) = events {
+            self.membership.set_events(tx);
+        }
         Ok(())
     }
 
     fn on_membership(&mut self, members: &Members) {
         self.members = members.clone();
+        self.membership.on_members(members);
     }
 }
 

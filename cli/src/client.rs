@@ -65,6 +65,10 @@ pub struct MemberView {
     pub applied: u64,
     /// The wire protocol version it speaks (null when unreachable).
     pub protocol_version: Option<u32>,
+    /// Its health in the membership view: "up", "suspect", "down" or "left" (null if unknown).
+    pub health: Option<String>,
+    /// Age of the last heartbeat the answering agent received from it (null if none).
+    pub last_heartbeat_ms: Option<u64>,
 }
 
 /// The cluster as seen from every endpoint that answered.
@@ -115,7 +119,10 @@ pub async fn cluster_view(endpoints: &[String]) -> anyhow::Result<ClusterView> {
             failures.join("; ")
         ));
     }
-    Ok(view_from(&answered))
+    let mut view = view_from(&answered);
+    let addrs: Vec<String> = answered.keys().cloned().collect();
+    add_health(&mut view, &addrs).await;
+    Ok(view)
 }
 
 fn view_from(answered: &BTreeMap<String, NodeStatus>) -> ClusterView {
@@ -150,6 +157,8 @@ fn view_from(answered: &BTreeMap<String, NodeStatus>) -> ClusterView {
                 commit: 0,
                 applied: 0,
                 protocol_version: None,
+                health: None,
+                last_heartbeat_ms: None,
             },
         };
         members.insert(m.id, view);
@@ -173,6 +182,38 @@ fn from_status(s: &NodeStatus) -> MemberView {
         commit: s.commit,
         applied: s.applied,
         protocol_version: Some(s.protocol_version),
+        health: None,
+        last_heartbeat_ms: None,
+    }
+}
+
+/// Lay the membership view of the first agent that gives one over `view`.
+async fn add_health(view: &mut ClusterView, answered: &[String]) {
+    use nines_proto::membership::v1::{membership_client::MembershipClient, MembersRequest};
+    for addr in answered {
+        let Ok(ep) = Endpoint::from_shared(format!("http://{addr}")) else {
+            continue;
+        };
+        let mut c = MembershipClient::new(ep.connect_lazy());
+        let mut req = tonic::Request::new(MembersRequest {});
+        req.set_timeout(Duration::from_millis(STATUS_TIMEOUT_MS));
+        let Ok(Ok(r)) =
+            tokio::time::timeout(Duration::from_millis(STATUS_TIMEOUT_MS), c.members(req)).await
+        else {
+            continue;
+        };
+        for m in r.into_inner().members {
+            if let Some(v) = view.members.iter_mut().find(|v| v.id == m.id) {
+                let state = m
+                    .state()
+                    .as_str_name()
+                    .trim_start_matches("MEMBER_STATE_")
+                    .to_lowercase();
+                v.health = Some(state);
+                v.last_heartbeat_ms = u64::try_from(m.last_heartbeat_ms).ok();
+            }
+        }
+        return;
     }
 }
 

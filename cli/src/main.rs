@@ -253,13 +253,26 @@ async fn status(endpoints: &[String], format: Format) -> anyhow::Result<()> {
                 idx(m.commit),
                 idx(m.applied),
                 m.protocol_version.map_or("-".into(), |v| format!("v{v}")),
+                m.health.clone().unwrap_or_else(|| "-".into()),
+                m.last_heartbeat_ms
+                    .map_or("-".into(), |a| format!("{a} ms")),
             ]
         })
         .collect();
     println!(
         "{}",
         table(
-            &["ID", "NAME", "ADDRESS", "ROLE", "COMMIT", "APPLIED", "PROTOCOL"],
+            &[
+                "ID",
+                "NAME",
+                "ADDRESS",
+                "ROLE",
+                "COMMIT",
+                "APPLIED",
+                "PROTOCOL",
+                "HEALTH",
+                "LAST HEARTBEAT"
+            ],
             &rows
         )
     );

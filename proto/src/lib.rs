@@ -25,6 +25,15 @@ pub mod ckpt {
     }
 }
 
+/// Heartbeats and membership tracking.
+#[allow(missing_docs, clippy::all)]
+pub mod membership {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("nines.membership.v1");
+    }
+}
+
 /// Operator protocol for the cluster core.
 #[allow(missing_docs, clippy::all)]
 pub mod cluster {

@@ -1,0 +1,272 @@
+//! The heartbeat driver: beats every peer directly over gRPC (not through the Raft log), feeds
+//! the pure failure detector, keeps this node's lease, and — on the leader — commits `down` /
+//! `up` into the replicated membership so every node sees one agreed view.
+//!
+//! Lease wiring (see `nines_heartbeat::lease` for the proof): a node renews its lease only from
+//! the *send* time of a beat the current leader acknowledged with `granted`; the leader grants
+//! only while its own lease holds, and renews its own from beats a quorum acknowledged.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use nines_consensus::{Proposer, ReadMode, Role};
+use nines_core::{shutdown::ShutdownSignal, NodeId};
+use nines_heartbeat::{
+    lease::{earliest_replacement_after_election_ms, lease_surely_expired, LeaseConfig, SelfLease},
+    DetectorConfig, FailureDetector, Health, NodeView,
+};
+use nines_proto::membership::v1::{membership_client::MembershipClient, BeatAck, BeatRequest};
+use tokio::{sync::mpsc, time::Instant};
+use tonic::transport::Channel;
+
+use crate::{membership::AgreedState, AgentState, Command, MembershipCommand};
+
+/// Beats (from, seq) queued from the service to the driver.
+pub(crate) const BEAT_QUEUE_LEN: usize = 1_024;
+/// Send times remembered for lease renewal.
+const SENT_MAX: usize = 64;
+/// How long the leader waits before proposing the same correction again.
+const REPROPOSE_AFTER_MS: u64 = 1_000;
+
+/// What the driver shares with the gRPC service.
+#[derive(Debug, Default)]
+pub(crate) struct LocalHealth {
+    /// This agent's detector's view of each peer, and the driver's clock reading with it.
+    pub views: BTreeMap<NodeId, NodeView>,
+    /// The driver's clock when `views` was taken.
+    pub now_ms: u64,
+    /// Whether this node's lease has run out.
+    pub fenced: bool,
+}
+
+/// The service side's handle on the driver.
+#[derive(Clone)]
+pub(crate) struct HeartbeatHandle {
+    pub shared: Arc<Mutex<LocalHealth>>,
+    pub beats: mpsc::Sender<(NodeId, u64)>,
+}
+
+impl HeartbeatHandle {
+    pub(crate) fn local(&self) -> std::sync::MutexGuard<'_, LocalHealth> {
+        self.shared.lock().expect("health lock poisoned")
+    }
+}
+
+/// Everything the driver needs.
+pub(crate) struct Driver {
+    pub id: NodeId,
+    pub cluster: String,
+    pub detector_cfg: DetectorConfig,
+    pub lease_cfg: LeaseConfig,
+    pub proposer: Proposer<AgentState>,
+    pub shared: Arc<Mutex<LocalHealth>>,
+    pub beats: mpsc::Receiver<(NodeId, u64)>,
+}
+
+struct State {
+    clock: Instant,
+    detector: FailureDetector,
+    lease: SelfLease,
+    clients: BTreeMap<NodeId, (String, MembershipClient<Channel>)>,
+    seq: u64,
+    sent: VecDeque<(u64, u64)>,
+    acks: BTreeMap<u64, usize>,
+    leader_since_ms: Option<u64>,
+    proposed: BTreeMap<NodeId, u64>,
+    fenced: bool,
+}
+
+impl Driver {
+    pub(crate) async fn run(mut self, mut shutdown: ShutdownSignal) {
+        let mut st = State {
+            clock: Instant::now(),
+            detector: FailureDetector::new(&self.detector_cfg).expect("validated at config load"),
+            lease: SelfLease::new(self.lease_cfg),
+            clients: BTreeMap::new(),
+            seq: 0,
+            sent: VecDeque::new(),
+            acks: BTreeMap::new(),
+            leader_since_ms: None,
+            proposed: BTreeMap::new(),
+            fenced: false,
+        };
+        let (ack_tx, mut ack_rx) = mpsc::channel::<(NodeId, u64, BeatAck)>(BEAT_QUEUE_LEN);
+        let mut tick = tokio::time::interval(Duration::from_millis(self.detector_cfg.interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => return,
+                _ = tick.tick() => self.on_tick(&mut st, &ack_tx),
+                Some((from, seq)) = self.beats.recv() => {
+                    let now = st.clock.elapsed().as_millis() as u64;
+                    st.detector.heartbeat(from, seq, now);
+                }
+                Some((from, seq, ack)) = ack_rx.recv() => self.on_ack(&mut st, from, seq, &ack),
+            }
+        }
+    }
+
+    fn on_tick(&mut self, st: &mut State, acks: &mpsc::Sender<(NodeId, u64, BeatAck)>) {
+        let now = st.clock.elapsed().as_millis() as u64;
+        let status = self.proposer.status();
+        self.sync_peers(st, &status.members, now);
+        match (status.role == Role::Leader, st.leader_since_ms) {
+            (true, None) => st.leader_since_ms = Some(now),
+            (false, Some(_)) => st.leader_since_ms = None,
+            _ => {}
+        }
+        st.seq += 1;
+        st.sent.push_back((st.seq, now));
+        while st.sent.len() > SENT_MAX {
+            st.sent.pop_front();
+        }
+        let timeout = Duration::from_millis(self.detector_cfg.interval_ms);
+        for (&peer, (_, client)) in &st.clients {
+            let mut client = client.clone();
+            let mut req = tonic::Request::new(BeatRequest {
+                cluster: self.cluster.clone(),
+                from: self.id,
+                seq: st.seq,
+                term: status.term,
+            });
+            req.set_timeout(timeout);
+            let (acks, seq) = (acks.clone(), st.seq);
+            tokio::spawn(async move {
+                if let Ok(r) = client.beat(req).await {
+                    let _ = acks.try_send((peer, seq, r.into_inner()));
+                }
+            });
+        }
+        for t in st.detector.tick(now) {
+            tracing::info!(node = t.node, "heartbeat: node {:?} -> {:?}", t.from, t.to);
+        }
+        let fenced = st.lease.is_fenced(now);
+        if fenced != st.fenced {
+            if fenced {
+                tracing::warn!(
+                    "FENCED: no quorum contact within the lease; this node must not act"
+                );
+            } else {
+                tracing::info!("lease regained: this node is in contact with a quorum");
+            }
+            st.fenced = fenced;
+        }
+        if status.role == Role::Leader && !fenced {
+            self.correct_agreed_view(st, now);
+        }
+        let mut local = self.shared.lock().expect("health lock poisoned");
+        local.views = st.detector.views().collect();
+        local.now_ms = now;
+        local.fenced = fenced;
+    }
+
+    fn sync_peers(&self, st: &mut State, members: &nines_consensus::Members, now: u64) {
+        st.clients
+            .retain(|id, (addr, _)| members.get(id).is_some_and(|m| &m.addr == addr));
+        let tracked: Vec<NodeId> = st.detector.views().map(|(id, _)| id).collect();
+        for id in tracked {
+            if !members.contains_key(&id) {
+                st.detector.remove_node(id);
+            }
+        }
+        for (&id, m) in members {
+            if id == self.id || st.clients.contains_key(&id) {
+                continue;
+            }
+            let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{}", m.addr))
+            else {
+                continue;
+            };
+            let ch = ep
+                .connect_timeout(Duration::from_millis(self.detector_cfg.interval_ms))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            st.clients
+                .insert(id, (m.addr.clone(), MembershipClient::new(ch)));
+            if st.detector.state(id).is_none() {
+                let _ = st.detector.add_node(id, now);
+            }
+        }
+    }
+
+    fn on_ack(&mut self, st: &mut State, from: NodeId, seq: u64, ack: &BeatAck) {
+        let Some(&(_, sent_ms)) = st.sent.iter().find(|(s, _)| *s == seq) else {
+            return;
+        };
+        let status = self.proposer.status();
+        if ack.term > status.term {
+            return;
+        }
+        if status.role == Role::Leader {
+            let voters = status.members.values().filter(|m| m.voter).count();
+            let n = st.acks.entry(seq).or_insert(0);
+            *n += 1;
+            if *n + 1 > voters / 2 {
+                st.lease.on_quorum_contact(sent_ms);
+            }
+            st.acks.retain(|&s, _| s + SENT_MAX as u64 > seq);
+        } else if ack.granted && status.leader_id == Some(from) {
+            st.lease.on_quorum_contact(sent_ms);
+        }
+    }
+
+    /// Level-triggered: make the agreed view match the detector, once a lost node's lease has
+    /// surely expired (and, after an election, once the previous leader's grants have too).
+    fn correct_agreed_view(&self, st: &mut State, now: u64) {
+        if now
+            < earliest_replacement_after_election_ms(
+                st.leader_since_ms.unwrap_or(now),
+                &self.lease_cfg,
+            )
+        {
+            return;
+        }
+        let proposer = self.proposer.clone();
+        let views: Vec<(NodeId, NodeView)> = st.detector.views().collect();
+        for (node, view) in views {
+            if st
+                .proposed
+                .get(&node)
+                .is_some_and(|&t| now < t + REPROPOSE_AFTER_MS)
+            {
+                continue;
+            }
+            let want = match view.health {
+                Health::Down
+                    if lease_surely_expired(view.last_heartbeat_ms, now, &self.lease_cfg) =>
+                {
+                    AgreedState::Down
+                }
+                Health::Up => AgreedState::Up,
+                _ => continue,
+            };
+            st.proposed.insert(node, now);
+            let proposer = proposer.clone();
+            tokio::spawn(async move {
+                let t = Duration::from_millis(500);
+                let agreed = proposer
+                    .read(ReadMode::Stale, t, move |s: &AgentState| {
+                        s.membership.states.get(&node).copied()
+                    })
+                    .await;
+                let cmd = match (agreed, want) {
+                    (Ok(Some(AgreedState::Up)), AgreedState::Down) => {
+                        MembershipCommand::Down { node }
+                    }
+                    (Ok(Some(AgreedState::Down)), AgreedState::Up) => {
+                        MembershipCommand::Up { node }
+                    }
+                    _ => return,
+                };
+                tracing::info!(node, "committing membership change {cmd:?}");
+                if let Err(e) = proposer.propose(&Command::Membership(cmd), t).await {
+                    tracing::warn!(node, "membership change not committed (retried): {e}");
+                }
+            });
+        }
+    }
+}

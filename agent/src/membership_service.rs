@@ -1,0 +1,198 @@
+//! `nines.membership.v1.Membership`: heartbeats in, the membership view and its changes out.
+
+use nines_consensus::{Proposer, ReadMode, Role};
+use nines_core::{AisError, ErrorCode, NodeId};
+use nines_heartbeat::Health;
+use nines_proto::{
+    membership::v1::{
+        membership_server::Membership, BeatAck, BeatRequest, ChangeKind as PbKind, DrainRequest,
+        MemberState, MemberView, MembersRequest, MembershipEvent, MembershipView, WatchRequest,
+    },
+    status_from_ais,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    heartbeat::HeartbeatHandle,
+    membership::{AgreedState, Change, ChangeKind},
+    AgentState, Command, MembershipCommand, Response as SmResponse,
+};
+
+/// Events queued per watch stream before the watcher is resynchronised with a snapshot.
+const WATCH_QUEUE_LEN: usize = 256;
+/// Deadline of the local reads behind a view.
+const VIEW_READ_TIMEOUT_MS: u64 = 2_000;
+
+pub(crate) struct MembershipService {
+    pub id: NodeId,
+    pub cluster: String,
+    pub proposer: Proposer<AgentState>,
+    pub heartbeat: HeartbeatHandle,
+    pub events: broadcast::Sender<Change>,
+}
+
+/// Build this agent's view: the agreed states, with its own detector's suspicion and heartbeat
+/// ages laid over them.
+async fn view(
+    proposer: &Proposer<AgentState>,
+    hb: &HeartbeatHandle,
+    id: NodeId,
+) -> Result<MembershipView, Status> {
+    let timeout = std::time::Duration::from_millis(VIEW_READ_TIMEOUT_MS);
+    let (view, agreed, members) = proposer
+        .read(ReadMode::Stale, timeout, |s: &AgentState| {
+            (
+                s.membership.view,
+                s.membership.states.clone(),
+                s.members.clone(),
+            )
+        })
+        .await
+        .map_err(|e| status_from_ais(&e.into()))?;
+    let local = hb.local();
+    let members = members
+        .iter()
+        .map(|(&node, info)| {
+            let detected = local.views.get(&node);
+            let state = match (agreed.get(&node), detected.map(|v| v.health)) {
+                (Some(AgreedState::Left), _) => MemberState::Left,
+                (Some(AgreedState::Down), _) => MemberState::Down,
+                (_, Some(Health::Suspect | Health::Down)) => MemberState::Suspect,
+                _ => MemberState::Up,
+            };
+            let age = match detected {
+                _ if node == id => 0,
+                Some(v) => local.now_ms.saturating_sub(v.last_heartbeat_ms) as i64,
+                None => -1,
+            };
+            MemberView {
+                id: node,
+                name: info.name.clone(),
+                addr: info.addr.clone(),
+                state: state as i32,
+                last_heartbeat_ms: age,
+            }
+        })
+        .collect();
+    Ok(MembershipView {
+        view,
+        members,
+        fenced: local.fenced,
+    })
+}
+
+fn kind(k: ChangeKind) -> PbKind {
+    match k {
+        ChangeKind::Joined => PbKind::Joined,
+        ChangeKind::Left => PbKind::Left,
+        ChangeKind::Down => PbKind::Down,
+        ChangeKind::Up => PbKind::Up,
+    }
+}
+
+#[tonic::async_trait]
+impl Membership for MembershipService {
+    async fn beat(&self, req: Request<BeatRequest>) -> Result<Response<BeatAck>, Status> {
+        let r = req.into_inner();
+        if r.cluster != self.cluster {
+            return Err(Status::permission_denied(format!(
+                "node {} belongs to cluster '{}' but this node to '{}'",
+                r.from, r.cluster, self.cluster
+            )));
+        }
+        let _ = self.heartbeat.beats.try_send((r.from, r.seq));
+        let status = self.proposer.status();
+        let granted = status.role == Role::Leader && !self.heartbeat.local().fenced;
+        Ok(Response::new(BeatAck {
+            from: self.id,
+            term: status.term,
+            granted,
+        }))
+    }
+
+    async fn members(
+        &self,
+        _: Request<MembersRequest>,
+    ) -> Result<Response<MembershipView>, Status> {
+        Ok(Response::new(
+            view(&self.proposer, &self.heartbeat, self.id).await?,
+        ))
+    }
+
+    type WatchStream = ReceiverStream<Result<MembershipEvent, Status>>;
+
+    async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let mut changes = self.events.subscribe();
+        let first = view(&self.proposer, &self.heartbeat, self.id).await?;
+        let (tx, rx) = mpsc::channel(WATCH_QUEUE_LEN);
+        let (proposer, hb, id) = (self.proposer.clone(), self.heartbeat.clone(), self.id);
+        tokio::spawn(async move {
+            let mut seen = first.view;
+            let snapshot = |current: MembershipView| MembershipEvent {
+                view: current.view,
+                kind: PbKind::Snapshot as i32,
+                node: 0,
+                current: Some(current),
+            };
+            if tx.send(Ok(snapshot(first))).await.is_err() {
+                return;
+            }
+            loop {
+                let event = match changes.recv().await {
+                    Ok(c) if c.view <= seen => continue,
+                    Ok(c) => {
+                        seen = c.view;
+                        let Ok(current) = view(&proposer, &hb, id).await else {
+                            return;
+                        };
+                        MembershipEvent {
+                            view: c.view,
+                            kind: kind(c.kind) as i32,
+                            node: c.node,
+                            current: Some(current),
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let Ok(current) = view(&proposer, &hb, id).await else {
+                            return;
+                        };
+                        seen = current.view;
+                        snapshot(current)
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<MembershipView>, Status> {
+        let r = req.into_inner();
+        let timeout = std::time::Duration::from_millis(if r.timeout_ms == 0 {
+            5_000
+        } else {
+            r.timeout_ms.min(60_000)
+        });
+        let cmd = Command::Membership(MembershipCommand::Leave { node: r.node });
+        match self
+            .proposer
+            .propose(&cmd, timeout)
+            .await
+            .map_err(|e| status_from_ais(&e.into()))?
+        {
+            SmResponse::Membership(Ok(_)) => Ok(Response::new(
+                view(&self.proposer, &self.heartbeat, self.id).await?,
+            )),
+            SmResponse::Membership(Err(e)) => Err(status_from_ais(&e)),
+            _ => Err(status_from_ais(&AisError::new(
+                ErrorCode::Library,
+                "unexpected response to a drain",
+            ))),
+        }
+    }
+}
