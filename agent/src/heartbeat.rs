@@ -55,6 +55,71 @@ impl HeartbeatHandle {
     }
 }
 
+/// Sends one beat to a peer and returns its acknowledgement (None: no answer in time).
+pub(crate) trait Beater: Send + Sync + 'static {
+    /// Beat `to` at `addr`.
+    fn beat(
+        &self,
+        to: NodeId,
+        addr: &str,
+        req: BeatRequest,
+        timeout: Duration,
+    ) -> nines_consensus::BoxFuture<'static, Option<BeatAck>>;
+}
+
+/// Beats over gRPC (`nines.membership.v1.Membership/Beat`), one lazy channel per address.
+#[derive(Default)]
+pub(crate) struct GrpcBeater {
+    clients: Mutex<BTreeMap<String, MembershipClient<Channel>>>,
+}
+
+impl Beater for GrpcBeater {
+    fn beat(
+        &self,
+        _to: NodeId,
+        addr: &str,
+        req: BeatRequest,
+        timeout: Duration,
+    ) -> nines_consensus::BoxFuture<'static, Option<BeatAck>> {
+        let client = {
+            let mut clients = self.clients.lock().expect("beater lock poisoned");
+            if !clients.contains_key(addr) {
+                let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                else {
+                    return Box::pin(async { None });
+                };
+                let ch = ep.connect_timeout(timeout).tcp_nodelay(true).connect_lazy();
+                clients.insert(addr.to_string(), MembershipClient::new(ch));
+            }
+            clients.get(addr).cloned()
+        };
+        Box::pin(async move {
+            let mut client = client?;
+            let mut req = tonic::Request::new(req);
+            req.set_timeout(timeout);
+            client.beat(req).await.ok().map(|r| r.into_inner())
+        })
+    }
+}
+
+/// Answer a beat: feed it to this node's detector, and grant a lease renewal only as a leader
+/// whose own lease holds.
+pub(crate) fn answer_beat(
+    id: NodeId,
+    proposer: &Proposer<AgentState>,
+    hb: &HeartbeatHandle,
+    req: &BeatRequest,
+) -> BeatAck {
+    let _ = hb.beats.try_send((req.from, req.seq));
+    let status = proposer.status();
+    let granted = status.role == Role::Leader && !hb.local().fenced;
+    BeatAck {
+        from: id,
+        term: status.term,
+        granted,
+    }
+}
+
 /// Everything the driver needs.
 pub(crate) struct Driver {
     pub id: NodeId,
@@ -64,13 +129,14 @@ pub(crate) struct Driver {
     pub proposer: Proposer<AgentState>,
     pub shared: Arc<Mutex<LocalHealth>>,
     pub beats: mpsc::Receiver<(NodeId, u64)>,
+    pub beater: Arc<dyn Beater>,
 }
 
 struct State {
     clock: Instant,
     detector: FailureDetector,
     lease: SelfLease,
-    clients: BTreeMap<NodeId, (String, MembershipClient<Channel>)>,
+    peers: BTreeMap<NodeId, String>,
     seq: u64,
     sent: VecDeque<(u64, u64)>,
     acks: BTreeMap<u64, usize>,
@@ -85,7 +151,7 @@ impl Driver {
             clock: Instant::now(),
             detector: FailureDetector::new(&self.detector_cfg).expect("validated at config load"),
             lease: SelfLease::new(self.lease_cfg),
-            clients: BTreeMap::new(),
+            peers: BTreeMap::new(),
             seq: 0,
             sent: VecDeque::new(),
             acks: BTreeMap::new(),
@@ -100,7 +166,7 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => return,
-                _ = tick.tick() => self.on_tick(&mut st, &ack_tx),
+                _ = tick.tick() => self.on_tick(&mut st, &ack_tx).await,
                 Some((from, seq)) = self.beats.recv() => {
                     let now = st.clock.elapsed().as_millis() as u64;
                     st.detector.heartbeat(from, seq, now);
@@ -110,7 +176,7 @@ impl Driver {
         }
     }
 
-    fn on_tick(&mut self, st: &mut State, acks: &mpsc::Sender<(NodeId, u64, BeatAck)>) {
+    async fn on_tick(&mut self, st: &mut State, acks: &mpsc::Sender<(NodeId, u64, BeatAck)>) {
         let now = st.clock.elapsed().as_millis() as u64;
         let status = self.proposer.status();
         self.sync_peers(st, &status.members, now);
@@ -125,19 +191,18 @@ impl Driver {
             st.sent.pop_front();
         }
         let timeout = Duration::from_millis(self.detector_cfg.interval_ms);
-        for (&peer, (_, client)) in &st.clients {
-            let mut client = client.clone();
-            let mut req = tonic::Request::new(BeatRequest {
+        for (&peer, addr) in &st.peers {
+            let req = BeatRequest {
                 cluster: self.cluster.clone(),
                 from: self.id,
                 seq: st.seq,
                 term: status.term,
-            });
-            req.set_timeout(timeout);
+            };
+            let beat = self.beater.beat(peer, addr, req, timeout);
             let (acks, seq) = (acks.clone(), st.seq);
             tokio::spawn(async move {
-                if let Ok(r) = client.beat(req).await {
-                    let _ = acks.try_send((peer, seq, r.into_inner()));
+                if let Some(ack) = beat.await {
+                    let _ = acks.try_send((peer, seq, ack));
                 }
             });
         }
@@ -156,7 +221,7 @@ impl Driver {
             st.fenced = fenced;
         }
         if status.role == Role::Leader && !fenced {
-            self.correct_agreed_view(st, now);
+            self.correct_agreed_view(st, now).await;
         }
         let mut local = self.shared.lock().expect("health lock poisoned");
         local.views = st.detector.views().collect();
@@ -165,8 +230,8 @@ impl Driver {
     }
 
     fn sync_peers(&self, st: &mut State, members: &nines_consensus::Members, now: u64) {
-        st.clients
-            .retain(|id, (addr, _)| members.get(id).is_some_and(|m| &m.addr == addr));
+        st.peers
+            .retain(|id, addr| members.get(id).is_some_and(|m| &m.addr == addr));
         let tracked: Vec<NodeId> = st.detector.views().map(|(id, _)| id).collect();
         for id in tracked {
             if !members.contains_key(&id) {
@@ -174,19 +239,10 @@ impl Driver {
             }
         }
         for (&id, m) in members {
-            if id == self.id || st.clients.contains_key(&id) {
+            if id == self.id || st.peers.contains_key(&id) {
                 continue;
             }
-            let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{}", m.addr))
-            else {
-                continue;
-            };
-            let ch = ep
-                .connect_timeout(Duration::from_millis(self.detector_cfg.interval_ms))
-                .tcp_nodelay(true)
-                .connect_lazy();
-            st.clients
-                .insert(id, (m.addr.clone(), MembershipClient::new(ch)));
+            st.peers.insert(id, m.addr.clone());
             if st.detector.state(id).is_none() {
                 let _ = st.detector.add_node(id, now);
             }
@@ -216,18 +272,31 @@ impl Driver {
 
     /// Level-triggered: make the agreed view match the detector, once a lost node's lease has
     /// surely expired (and, after an election, once the previous leader's grants have too).
-    fn correct_agreed_view(&self, st: &mut State, now: u64) {
-        if now
-            < earliest_replacement_after_election_ms(
-                st.leader_since_ms.unwrap_or(now),
-                &self.lease_cfg,
-            )
-        {
+    async fn correct_agreed_view(&self, st: &mut State, now: u64) {
+        let elected = st.leader_since_ms.unwrap_or(now);
+        if now < earliest_replacement_after_election_ms(elected, &self.lease_cfg) {
             return;
         }
-        let proposer = self.proposer.clone();
+        let timeout = Duration::from_millis(self.detector_cfg.interval_ms);
+        let Ok(agreed) = self
+            .proposer
+            .read(ReadMode::Stale, timeout, |s: &AgentState| {
+                s.membership.states.clone()
+            })
+            .await
+        else {
+            return;
+        };
         let views: Vec<(NodeId, NodeView)> = st.detector.views().collect();
         for (node, view) in views {
+            let expired = lease_surely_expired(view.last_heartbeat_ms, now, &self.lease_cfg);
+            let cmd = match (agreed.get(&node), view.health) {
+                (Some(AgreedState::Up), Health::Down) if expired => {
+                    MembershipCommand::Down { node }
+                }
+                (Some(AgreedState::Down), Health::Up) => MembershipCommand::Up { node },
+                _ => continue,
+            };
             if st
                 .proposed
                 .get(&node)
@@ -235,35 +304,12 @@ impl Driver {
             {
                 continue;
             }
-            let want = match view.health {
-                Health::Down
-                    if lease_surely_expired(view.last_heartbeat_ms, now, &self.lease_cfg) =>
-                {
-                    AgreedState::Down
-                }
-                Health::Up => AgreedState::Up,
-                _ => continue,
-            };
             st.proposed.insert(node, now);
-            let proposer = proposer.clone();
+            let proposer = self.proposer.clone();
             tokio::spawn(async move {
-                let t = Duration::from_millis(500);
-                let agreed = proposer
-                    .read(ReadMode::Stale, t, move |s: &AgentState| {
-                        s.membership.states.get(&node).copied()
-                    })
-                    .await;
-                let cmd = match (agreed, want) {
-                    (Ok(Some(AgreedState::Up)), AgreedState::Down) => {
-                        MembershipCommand::Down { node }
-                    }
-                    (Ok(Some(AgreedState::Down)), AgreedState::Up) => {
-                        MembershipCommand::Up { node }
-                    }
-                    _ => return,
-                };
                 tracing::info!(node, "committing membership change {cmd:?}");
-                if let Err(e) = proposer.propose(&Command::Membership(cmd), t).await {
+                let fut = proposer.propose(&Command::Membership(cmd), Duration::from_millis(500));
+                if let Err(e) = fut.await {
                     tracing::warn!(node, "membership change not committed (retried): {e}");
                 }
             });

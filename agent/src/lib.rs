@@ -11,6 +11,8 @@
 mod config;
 mod datadir;
 mod heartbeat;
+#[cfg(test)]
+mod heartbeat_tests;
 mod janitor;
 mod membership;
 mod membership_service;

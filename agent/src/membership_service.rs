@@ -1,6 +1,6 @@
 //! `nines.membership.v1.Membership`: heartbeats in, the membership view and its changes out.
 
-use nines_consensus::{Proposer, ReadMode, Role};
+use nines_consensus::{Proposer, ReadMode};
 use nines_core::{AisError, ErrorCode, NodeId};
 use nines_heartbeat::Health;
 use nines_proto::{
@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    heartbeat::HeartbeatHandle,
+    heartbeat::{answer_beat, HeartbeatHandle},
     membership::{AgreedState, Change, ChangeKind},
     AgentState, Command, MembershipCommand, Response as SmResponse,
 };
@@ -102,14 +102,12 @@ impl Membership for MembershipService {
                 r.from, r.cluster, self.cluster
             )));
         }
-        let _ = self.heartbeat.beats.try_send((r.from, r.seq));
-        let status = self.proposer.status();
-        let granted = status.role == Role::Leader && !self.heartbeat.local().fenced;
-        Ok(Response::new(BeatAck {
-            from: self.id,
-            term: status.term,
-            granted,
-        }))
+        Ok(Response::new(answer_beat(
+            self.id,
+            &self.proposer,
+            &self.heartbeat,
+            &r,
+        )))
     }
 
     async fn members(

@@ -128,6 +128,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         proposer: proposer_for_services.clone(),
         shared: shared.clone(),
         beats: beats_rx,
+        beater: std::sync::Arc::new(crate::heartbeat::GrpcBeater::default()),
     };
     tokio::spawn(hb_driver.run(shutdown.clone()));
     let membership = MembershipServer::new(crate::membership_service::MembershipService {

@@ -233,3 +233,99 @@ mod tests {
         assert_eq!(percentiles(&mut []).p99_ms, 0.0);
     }
 }
+
+/// One paused-node detection trial.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectTrial {
+    /// 1-based trial number.
+    pub trial: usize,
+    /// The node that was paused (SIGSTOP).
+    pub paused: u64,
+    /// Time from SIGSTOP until every other member reports the node down.
+    pub ms: f64,
+}
+
+/// The state `addr` reports for `node` ("up", "suspect", "down", "left"), if it answers.
+async fn member_state(addr: &str, node: u64) -> Option<String> {
+    use nines_proto::membership::v1::{membership_client::MembershipClient, MembersRequest};
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
+    let mut c = MembershipClient::new(ep.connect_lazy());
+    let v = c.members(MembersRequest {}).await.ok()?.into_inner();
+    let m = v.members.into_iter().find(|m| m.id == node)?;
+    Some(
+        m.state()
+            .as_str_name()
+            .trim_start_matches("MEMBER_STATE_")
+            .to_lowercase(),
+    )
+}
+
+async fn wait_all_report(
+    observers: &[String],
+    node: u64,
+    want: &str,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut all = true;
+        for o in observers {
+            all &= member_state(o, node).await.as_deref() == Some(want);
+        }
+        if all {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(anyhow!(
+                "node {node} was not reported {want} by every member within {limit:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Pause (SIGSTOP) a follower `trials` times; measure until every other member reports it down,
+/// then resume it and wait until it is up again.
+pub async fn detect(
+    cluster: &LocalCluster,
+    trials: usize,
+    mut progress: impl FnMut(&DetectTrial),
+) -> anyhow::Result<Vec<DetectTrial>> {
+    use nix::{
+        sys::signal::{kill, Signal},
+        unistd::Pid,
+    };
+    let mut out = Vec::new();
+    for trial in 1..=trials {
+        let leader = cluster.wait_leader(Duration::from_secs(20)).await?;
+        let node = cluster
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .find(|&id| id != leader)
+            .context("a follower")?;
+        let observers: Vec<String> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.id != node)
+            .map(|n| n.addr.clone())
+            .collect();
+        wait_all_report(&observers, node, "up", Duration::from_secs(20)).await?;
+        let pid = Pid::from_raw(cluster.pid(node).context("node runs")? as i32);
+        let t0 = Instant::now();
+        kill(pid, Signal::SIGSTOP)?;
+        let seen = wait_all_report(&observers, node, "down", Duration::from_secs(20)).await;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        kill(pid, Signal::SIGCONT)?;
+        seen?;
+        let t = DetectTrial {
+            trial,
+            paused: node,
+            ms,
+        };
+        progress(&t);
+        out.push(t);
+        wait_all_report(&observers, node, "up", Duration::from_secs(20)).await?;
+    }
+    Ok(out)
+}

@@ -134,6 +134,18 @@ enum BenchCmd {
     ///
     /// Example: nines bench ckpt --clients 64 --value-size 256 --duration 10s
     Ckpt(bench_ckpt::CkptBenchArgs),
+    /// Pause (SIGSTOP) a follower of a throw-away local cluster N times; measure until every
+    /// other member reports it down.
+    ///
+    /// Example: nines bench detect --trials 20
+    Detect {
+        /// Number of pauses.
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Cluster size.
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+    },
     /// Kill -9 the leader of a throw-away local 3-node cluster, N times; measure the time to the
     /// next acknowledged proposal.
     ///
@@ -385,6 +397,33 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
                 println!(
                     "{}",
                     serde_json::json!({ "bench": "raft", "runs": results })
+                );
+            }
+            Ok(())
+        }
+        BenchCmd::Detect { trials, nodes } => {
+            let cluster = LocalCluster::start(&bin, nodes, LocalOptions::default())?;
+            let table_out = format == Format::Table;
+            let out = bench::detect(&cluster, trials, |t| {
+                if table_out {
+                    println!(
+                        "trial {:>2}: paused node {} → down everywhere after {:>5.0} ms",
+                        t.trial, t.paused, t.ms
+                    );
+                }
+            })
+            .await?;
+            let mut ms: Vec<f64> = out.iter().map(|t| t.ms).collect();
+            let p = bench::percentiles(&mut ms);
+            if format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "bench": "detect", "trials": out, "summary": p })
+                );
+            } else {
+                println!(
+                    "pause → agreed down: min {:.0} ms · p50 {:.0} ms · max {:.0} ms",
+                    p.min_ms, p.p50_ms, p.max_ms
                 );
             }
             Ok(())

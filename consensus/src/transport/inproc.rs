@@ -68,6 +68,11 @@ impl InProcessNetwork {
         self.lock().cut.insert((from, to));
     }
 
+    /// Whether traffic from `from` to `to` is dropped by a filter right now.
+    pub fn is_blocked(&self, from: NodeId, to: NodeId) -> bool {
+        self.lock().blocked(from, to)
+    }
+
     /// Remove every partition and cut.
     pub fn heal(&self) {
         let mut n = self.lock();
