@@ -152,7 +152,12 @@ impl Driver {
             detector: FailureDetector::new(&self.detector_cfg).expect("validated at config load"),
             lease: SelfLease::new(self.lease_cfg),
             peers: BTreeMap::new(),
-            seq: 0,
+            // Beat numbers must grow across restarts too (the detector ignores a number it has
+            // seen), so they start from the wall clock in ms: far ahead of one beat per interval.
+            seq: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
             sent: VecDeque::new(),
             acks: BTreeMap::new(),
             leader_since_ms: None,

@@ -5,6 +5,8 @@
 //!   (`nines bench`, `nines demo`, and the integration tests use it).
 //! - [`bench`]: the benchmarks.
 //! - [`ckpt_cmd`]: `nines ckpt ...`, the checkpoint commands (built on nines-sdk).
+//! - [`members_cmd`]: `nines members [--watch]` and `nines admin node drain` (membership
+//!   tracking, built on nines-sdk).
 //! - [`bench_ckpt`]: `nines bench ckpt`, checkpoint throughput and latency.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -14,4 +16,5 @@ pub mod bench_ckpt;
 pub mod ckpt_cmd;
 pub mod client;
 pub mod local;
+pub mod members_cmd;
 pub mod output;

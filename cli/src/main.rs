@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use nines_cli::{
     bench, bench_ckpt, ckpt_cmd, client,
     local::{LocalCluster, LocalOptions},
+    members_cmd,
     output::{table, Format},
 };
 use nines_core::shutdown::Shutdown;
@@ -47,6 +48,11 @@ enum Cmd {
     ///
     /// Example: nines status -o json
     Status,
+    /// Show the members and their states (up, suspect, down, left) with the view number, or
+    /// watch every change (joined, left, down, up) until Ctrl-C.
+    ///
+    /// Example: nines members --watch -o json
+    Members(members_cmd::MembersArgs),
     /// Checkpoints: create, write, read, list, inspect, unlink.
     #[command(subcommand)]
     Ckpt(ckpt_cmd::CkptCmd),
@@ -99,6 +105,14 @@ enum NodeCmd {
         /// Its name (default n<ID>).
         #[arg(long)]
         name: Option<String>,
+    },
+    /// Mark a member as leaving (planned): it is reported `left`, never as a failure.
+    ///
+    /// Example: nines admin node drain --id 3
+    Drain {
+        /// The member's id.
+        #[arg(long)]
+        id: u64,
     },
     /// Remove a member. Removing the leader first moves leadership elsewhere.
     ///
@@ -184,6 +198,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Ckpt(c) => ckpt_cmd::run(c, &endpoints, cli.output).await,
         Cmd::Agent(a) => run_agent(a).await,
         Cmd::Status => status(&endpoints, cli.output).await,
+        Cmd::Members(a) => members_cmd::run(a, &endpoints, cli.output).await,
         Cmd::Admin(AdminCmd::Node(n)) => admin_node(&endpoints, n, cli.output).await,
         Cmd::Bench(b) => run_bench(given.then_some(&endpoints[..]), b, cli.output).await,
         Cmd::Demo => demo::run().await,
@@ -291,27 +306,32 @@ async fn status(endpoints: &[String], format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A membership change for the cluster service.
+enum Change {
+    Add(AddNodeRequest),
+    Remove(RemoveNodeRequest),
+}
+
 async fn admin_node(endpoints: &[String], cmd: NodeCmd, format: Format) -> anyhow::Result<()> {
+    let change = match cmd {
+        NodeCmd::Drain { id } => return members_cmd::drain(id, endpoints, format).await,
+        NodeCmd::Add { id, addr, name } => Change::Add(AddNodeRequest {
+            id,
+            name: name.unwrap_or_default(),
+            addr,
+            timeout_ms: 10_000,
+        }),
+        NodeCmd::Remove { id } => Change::Remove(RemoveNodeRequest {
+            id,
+            timeout_ms: 10_000,
+        }),
+    };
     let mut last = anyhow!("no endpoints given");
     for ep in endpoints {
         let mut c = client::connect(ep)?;
-        let r = match &cmd {
-            NodeCmd::Add { id, addr, name } => {
-                let req = AddNodeRequest {
-                    id: *id,
-                    name: name.clone().unwrap_or_default(),
-                    addr: addr.clone(),
-                    timeout_ms: 10_000,
-                };
-                c.add_node(req).await
-            }
-            NodeCmd::Remove { id } => {
-                c.remove_node(RemoveNodeRequest {
-                    id: *id,
-                    timeout_ms: 10_000,
-                })
-                .await
-            }
+        let r = match &change {
+            Change::Add(req) => c.add_node(req.clone()).await,
+            Change::Remove(req) => c.remove_node(*req).await,
         };
         match r {
             Ok(resp) => return print_members(resp.into_inner(), format),

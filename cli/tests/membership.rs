@@ -103,3 +103,71 @@ async fn paused_follower_and_leader_are_agreed_down_then_up() {
     let new = c.wait_leader(LONG).await.expect("a leader");
     eprintln!("leader after the pause: {new}");
 }
+
+fn nines(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run nines")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_cli_restart_is_up_again_and_drain_is_left_not_down() {
+    let mut c = LocalCluster::start(BIN.as_ref(), 3, LocalOptions::default()).expect("start");
+    let leader = c.wait_leader(LONG).await.expect("leader");
+    let victim = (1..=3).find(|&n| n != leader).expect("follower");
+    let eps = c.endpoints().join(",");
+    let observers: Vec<String> = c
+        .nodes
+        .iter()
+        .filter(|n| n.id != victim)
+        .map(|n| n.addr.clone())
+        .collect();
+    wait_all_see(&observers, victim, MemberState::Up).await;
+
+    let out = nines(&["members", "-o", "json", "--endpoints", &eps]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["view"].as_u64().expect("view") >= 3);
+    let members = v["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    for key in ["id", "name", "state", "last_heartbeat_ms"] {
+        assert!(members[0].get(key).is_some(), "member lacks {key}: {v}");
+    }
+
+    eprintln!("phase: kill -9 node {victim}, then restart it on its data");
+    c.kill(victim).expect("kill");
+    wait_all_see(&observers, victim, MemberState::Down).await;
+    c.spawn(victim).expect("restart");
+    wait_all_see(&observers, victim, MemberState::Up).await;
+
+    eprintln!("phase: drain node {victim}");
+    let out = nines(&[
+        "admin",
+        "node",
+        "drain",
+        "--id",
+        &victim.to_string(),
+        "--endpoints",
+        &eps,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_all_see(&observers, victim, MemberState::Left).await;
+    c.kill(victim).expect("stop the drained node");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for o in &observers {
+        assert_eq!(
+            state_seen_by(o, victim).await,
+            Some(MemberState::Left),
+            "a drained node is never reported down"
+        );
+    }
+}

@@ -1,4 +1,6 @@
-//! nines-sdk: what an application links to use a nines cluster. Today: the checkpoint service.
+//! nines-sdk: what an application links to use a nines cluster: the checkpoint service, and
+//! membership tracking ([`MembershipClient`]: the members' states, a watch of every change,
+//! drain).
 //!
 //! A checkpoint is a named set of sections (id → bytes) that survives the process: the active
 //! instance of a service writes its state there, and the standby that takes over reads it back.
@@ -57,6 +59,7 @@ mod checkpoint;
 mod client;
 mod endpoints;
 mod error;
+mod membership;
 mod retry;
 mod types;
 
@@ -64,6 +67,9 @@ pub use checkpoint::Checkpoint;
 pub use client::{CheckpointClient, ClientConfig};
 pub use endpoints::{parse_endpoints, ENDPOINTS_ENV};
 pub use error::{Result, SdkError};
+pub use membership::{
+    ChangeKind, Member, MemberState, MembershipClient, MembershipEvent, MembershipWatch, View,
+};
 pub use nines_core::{AisError, ErrorCode};
 pub use types::{
     Attributes, CheckpointStatus, OpenOptions, SectionData, SectionInfo, SectionRead, SectionWrite,
