@@ -141,7 +141,8 @@ struct State {
     sent: VecDeque<(u64, u64)>,
     acks: BTreeMap<u64, usize>,
     leader_since_ms: Option<u64>,
-    proposed: BTreeMap<NodeId, u64>,
+    /// When a correction (node, down?) was last proposed.
+    proposed: BTreeMap<(NodeId, bool), u64>,
     fenced: bool,
 }
 
@@ -300,16 +301,23 @@ impl Driver {
                     MembershipCommand::Down { node }
                 }
                 (Some(AgreedState::Down), Health::Up) => MembershipCommand::Up { node },
-                _ => continue,
+                _ => {
+                    // Nothing to correct: forget earlier proposals so the next one is not held.
+                    st.proposed.remove(&(node, true));
+                    st.proposed.remove(&(node, false));
+                    continue;
+                }
             };
+            // Throttle only a repeat of the same correction, never the opposite one.
+            let key = (node, matches!(cmd, MembershipCommand::Down { .. }));
             if st
                 .proposed
-                .get(&node)
+                .get(&key)
                 .is_some_and(|&t| now < t + REPROPOSE_AFTER_MS)
             {
                 continue;
             }
-            st.proposed.insert(node, now);
+            st.proposed.insert(key, now);
             let proposer = self.proposer.clone();
             tokio::spawn(async move {
                 tracing::info!(node, "committing membership change {cmd:?}");

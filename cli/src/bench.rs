@@ -234,6 +234,9 @@ mod tests {
     }
 }
 
+/// How long `detect` lets a fresh cluster settle before its first trial.
+const POST_ELECTION_SETTLE_MS: u64 = 1_500;
+
 /// One paused-node detection trial.
 #[derive(Debug, Clone, Serialize)]
 pub struct DetectTrial {
