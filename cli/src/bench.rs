@@ -299,6 +299,10 @@ pub async fn detect(
         unistd::Pid,
     };
     let mut out = Vec::new();
+    cluster.wait_leader(Duration::from_secs(20)).await?;
+    // A new leader declares no one down for 2 × (lease + margin) after its election (see
+    // docs/design.md): measure the steady state, not that window.
+    tokio::time::sleep(Duration::from_millis(POST_ELECTION_SETTLE_MS)).await;
     for trial in 1..=trials {
         let leader = cluster.wait_leader(Duration::from_secs(20)).await?;
         let node = cluster
