@@ -1,24 +1,17 @@
 //! [`CheckpointClient`]: endpoints, deadlines, failover; the entry point of the SDK.
 
-use std::{
-    future::Future,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use nines_core::{limits, AisError, ErrorCode};
+use nines_core::limits;
 use nines_proto::ckpt::v1::{self as pb, checkpoint_client::CheckpointClient as Grpc};
-use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
+    call::{base_endpoint, timeout_ms, Inner, Service},
     checkpoint::Checkpoint,
-    endpoints::{normalize_endpoints, parse_endpoints, ENDPOINTS_ENV},
+    endpoints::env_endpoints,
     error::{Result, SdkError},
-    retry::{backoff_ms, classify, outcome_unknown, Idempotency, Verdict},
+    retry::{classify, Idempotency, Verdict},
     types::{CheckpointStatus, OpenOptions},
 };
 
@@ -54,22 +47,26 @@ impl Default for ClientConfig {
 /// order given, to the others when it is unreachable.
 #[derive(Debug, Clone)]
 pub struct CheckpointClient {
-    inner: Arc<Inner>,
+    inner: Arc<Inner<Grpc<Channel>>>,
     timeout: Duration,
 }
 
-#[derive(Debug)]
-struct Inner {
-    targets: Vec<Target>,
-    /// Index of the endpoint that answered last: calls start there.
-    current: AtomicUsize,
-    config: ClientConfig,
-}
+impl Service for Grpc<Channel> {
+    const NAME: &'static str = "checkpoint service";
 
-#[derive(Debug)]
-struct Target {
-    addr: String,
-    grpc: Grpc<Channel>,
+    fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint> {
+        base_endpoint(addr, config)
+    }
+
+    fn over(channel: Channel) -> Self {
+        Grpc::new(channel)
+            .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+    }
+
+    fn verdict(status: &tonic::Status, idempotency: Idempotency) -> Verdict {
+        classify(status, idempotency)
+    }
 }
 
 /// Requests that carry the common [`pb::Options`].
@@ -118,13 +115,7 @@ impl CheckpointClient {
     /// As [`CheckpointClient::connect`]; [`SdkError::InvalidArgument`] when the variable is
     /// unset.
     pub async fn from_env() -> Result<Self> {
-        let list = std::env::var(ENDPOINTS_ENV).map_err(|_| {
-            SdkError::InvalidArgument(format!(
-                "{ENDPOINTS_ENV} is not set; set it to the agents' host:port, comma-separated \
-                 (e.g. 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103)"
-            ))
-        })?;
-        Self::connect(&parse_endpoints(&list)?).await
+        Self::connect(&env_endpoints()?).await
     }
 
     /// Connect with explicit tunables: the first endpoint (in order) that accepts a TCP
@@ -137,29 +128,8 @@ impl CheckpointClient {
         config: ClientConfig,
     ) -> Result<Self> {
         let client = Self::connect_lazy(endpoints, config)?;
-        let mut why = Vec::new();
-        for (i, t) in client.inner.targets.iter().enumerate() {
-            let ep = endpoint(&t.addr, &config)?;
-            match tokio::time::timeout(config.connect_timeout, ep.connect()).await {
-                Ok(Ok(_probe)) => {
-                    // The probe connection is dropped: the lazy channel connects on first use
-                    // (now known to succeed) and keeps reconnecting on its own.
-                    client.inner.current.store(i, Ordering::Relaxed);
-                    return Ok(client);
-                }
-                Ok(Err(e)) => why.push(format!("{}: {}", t.addr, error_chain(&e))),
-                Err(_) => why.push(format!(
-                    "{}: no connection within {} ms",
-                    t.addr,
-                    config.connect_timeout.as_millis()
-                )),
-            }
-        }
-        Err(SdkError::Unavailable(format!(
-            "connect to the checkpoint service: no agent is reachable ({}); check that the cluster \
-             runs and that the endpoints ({ENDPOINTS_ENV}) name its agents",
-            why.join("; ")
-        )))
+        client.inner.probe().await?;
+        Ok(client)
     }
 
     /// A client that connects on first use (for an application that may start before the
@@ -168,20 +138,8 @@ impl CheckpointClient {
     /// # Errors
     /// [`SdkError::InvalidArgument`] for a malformed or empty endpoint list.
     pub fn connect_lazy<S: AsRef<str>>(endpoints: &[S], config: ClientConfig) -> Result<Self> {
-        let addrs = normalize_endpoints(endpoints)?;
-        let mut targets = Vec::with_capacity(addrs.len());
-        for addr in addrs {
-            let grpc = Grpc::new(endpoint(&addr, &config)?.connect_lazy())
-                .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
-            targets.push(Target { addr, grpc });
-        }
         Ok(Self {
-            inner: Arc::new(Inner {
-                targets,
-                current: AtomicUsize::new(0),
-                config,
-            }),
+            inner: Arc::new(Inner::lazy(endpoints, config)?),
             timeout: config.timeout,
         })
     }
@@ -200,7 +158,7 @@ impl CheckpointClient {
 
     /// The endpoints, in failover order.
     pub fn endpoints(&self) -> Vec<String> {
-        self.inner.targets.iter().map(|t| t.addr.clone()).collect()
+        self.inner.addrs()
     }
 
     /// Open checkpoint `name` (creating it, with [`OpenOptions::create`]); the handle is held
@@ -291,9 +249,9 @@ impl CheckpointClient {
         Ok(())
     }
 
-    /// One call under the deadline with failover: start at the endpoint that answered last,
-    /// move on past unreachable ones, retry `TRY_AGAIN` after a backoff per round, never re-send
-    /// a mutation whose outcome is unknown. `what` names the operation in error messages.
+    /// One call under the deadline with failover (see [`Inner::call`]): each attempt sends a
+    /// copy of `req` carrying what is left of the deadline. `what` names the operation in error
+    /// messages.
     pub(crate) async fn call<Req, Resp, F, Fut>(
         &self,
         what: &str,
@@ -306,149 +264,23 @@ impl CheckpointClient {
         F: Fn(Grpc<Channel>, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
     {
-        let deadline = Instant::now() + self.timeout;
-        let n = self.inner.targets.len();
-        let first = self.inner.current.load(Ordering::Relaxed) % n;
-        let mut busy: Option<AisError> = None;
-        let mut unreachable: Vec<String> = Vec::new();
-        let mut round: u32 = 0;
-        loop {
-            unreachable.clear();
-            for k in 0..n {
-                let i = (first + k) % n;
-                let target = &self.inner.targets[i];
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(self.out_of_time(what, busy, &unreachable));
-                }
-                let mut r = req.clone();
-                r.set_options(pb::Options {
-                    timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
-                });
-                let mut request = tonic::Request::new(r);
-                request.set_timeout(left);
-                let answer = tokio::time::timeout(left, f(target.grpc.clone(), request)).await;
-                let status = match answer {
-                    Ok(Ok(resp)) => {
-                        self.inner.current.store(i, Ordering::Relaxed);
-                        return Ok(resp.into_inner());
-                    }
-                    Ok(Err(status)) => status,
-                    Err(_elapsed) => {
-                        return Err(self.deadline_passed(what, idempotency, &target.addr))
-                    }
-                };
-                match classify(&status, idempotency) {
-                    Verdict::NextEndpoint(_) if Instant::now() >= deadline => {
-                        // tonic's own deadline fired first (as `Cancelled`): same as ours.
-                        return Err(self.deadline_passed(what, idempotency, &target.addr));
-                    }
-                    Verdict::NextEndpoint(why) => {
-                        tracing::debug!(endpoint = %target.addr, %why, "{what}: trying the next endpoint");
-                        unreachable.push(format!("{}: {why}", target.addr));
-                    }
-                    Verdict::Busy(e) if self.inner.config.retry_try_again => {
-                        tracing::debug!(endpoint = %target.addr, error = %e, "{what}: busy");
-                        busy = Some(e);
-                    }
-                    Verdict::Busy(e) | Verdict::Fail(e) => return Err(prefixed(what, e)),
-                }
-            }
-            if busy.is_none() {
-                // Every endpoint is unreachable: waiting would not help within one deadline.
-                return Err(unavailable(what, &unreachable));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::sleep(Duration::from_millis(backoff_ms(round)).min(left)).await;
-            round = round.saturating_add(1);
-        }
+        let make = |left: Duration| {
+            let mut r = req.clone();
+            r.set_options(pb::Options {
+                timeout_ms: timeout_ms(left),
+            });
+            r
+        };
+        self.inner
+            .call(self.timeout, what, idempotency, make, f)
+            .await
     }
-
-    /// The error of a call whose deadline passed while an attempt was in flight.
-    fn deadline_passed(&self, what: &str, idempotency: Idempotency, addr: &str) -> SdkError {
-        let why = format!(
-            "no answer from {addr} within the {} ms deadline",
-            self.timeout.as_millis()
-        );
-        prefixed(
-            what,
-            match idempotency {
-                Idempotency::Mutating => outcome_unknown(&why),
-                Idempotency::Idempotent => AisError::new(
-                    ErrorCode::Timeout,
-                    format!("{why}; retry, or raise the deadline"),
-                ),
-            },
-        )
-    }
-
-    /// The error of a call whose deadline passed between attempts (nothing was in flight).
-    fn out_of_time(&self, what: &str, busy: Option<AisError>, unreachable: &[String]) -> SdkError {
-        match busy {
-            Some(e) => prefixed(
-                what,
-                AisError::new(
-                    e.code,
-                    format!(
-                        "{} (still so after retrying for {} ms; retry later)",
-                        e.message,
-                        self.timeout.as_millis()
-                    ),
-                ),
-            ),
-            None if !unreachable.is_empty() => unavailable(what, unreachable),
-            None => prefixed(
-                what,
-                AisError::new(
-                    ErrorCode::Timeout,
-                    format!(
-                        "the {} ms deadline passed before any attempt",
-                        self.timeout.as_millis()
-                    ),
-                ),
-            ),
-        }
-    }
-}
-
-/// The tonic endpoint for `host:port` with the client's connect timeout.
-fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| SdkError::InvalidArgument(format!("endpoint '{addr}': {e}")))?
-        .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true))
-}
-
-fn prefixed(what: &str, e: AisError) -> SdkError {
-    SdkError::Ais(AisError::new(e.code, format!("{what}: {}", e.message)))
-}
-
-fn unavailable(what: &str, why: &[String]) -> SdkError {
-    SdkError::Unavailable(format!(
-        "{what}: no agent is reachable ({}); check that the cluster runs and that the endpoints \
-         ({ENDPOINTS_ENV}) name its agents",
-        why.join("; ")
-    ))
-}
-
-/// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nines_core::ErrorCode;
 
     /// A port on loopback nobody listens on (bound, then released).
     fn closed_port() -> u16 {

@@ -68,6 +68,17 @@ pub fn parse_endpoints(list: &str) -> Result<Vec<String>> {
     normalize_endpoints(&parts)
 }
 
+/// The endpoints in `NINES_ENDPOINTS` (what the clients' `from_env` connect through).
+pub(crate) fn env_endpoints() -> Result<Vec<String>> {
+    let list = std::env::var(ENDPOINTS_ENV).map_err(|_| {
+        SdkError::InvalidArgument(format!(
+            "{ENDPOINTS_ENV} is not set; set it to the agents' host:port, comma-separated \
+             (e.g. 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103)"
+        ))
+    })?;
+    parse_endpoints(&list)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,272 @@
+//! The endpoint-failover machinery shared by [`CheckpointClient`](crate::CheckpointClient) and
+//! [`MembershipClient`](crate::MembershipClient): the endpoints and their gRPC clients, the
+//! connection probe, and one call under a deadline with failover and retry.
+
+use std::{
+    future::Future,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use nines_core::{AisError, ErrorCode};
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{
+    client::ClientConfig,
+    endpoints::{normalize_endpoints, ENDPOINTS_ENV},
+    error::{Result, SdkError},
+    retry::{backoff_ms, outcome_unknown, Idempotency, Verdict},
+};
+
+/// A service's generated gRPC client, as the shared machinery needs it.
+pub(crate) trait Service: Clone {
+    /// The service, as the error of a failed connect names it ("checkpoint service").
+    const NAME: &'static str;
+
+    /// The tonic endpoint for `host:port` (built on [`base_endpoint`]).
+    fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint>;
+
+    /// The client over `channel`, with the service's message limits.
+    fn over(channel: Channel) -> Self;
+
+    /// What a failed attempt's status means for the call.
+    fn verdict(status: &tonic::Status, idempotency: Idempotency) -> Verdict;
+}
+
+/// What a client's clones share: the endpoints, which one answered last, and the tunables.
+///
+/// (Named `Inner`/`Target`, as each client's own types were, so the clients' `Debug` output is
+/// unchanged.)
+#[derive(Debug)]
+pub(crate) struct Inner<G> {
+    pub(crate) targets: Vec<Target<G>>,
+    /// Index of the endpoint that answered last: calls start there.
+    pub(crate) current: AtomicUsize,
+    pub(crate) config: ClientConfig,
+}
+
+/// One endpoint and its (lazily connecting) gRPC client.
+#[derive(Debug)]
+pub(crate) struct Target<G> {
+    pub(crate) addr: String,
+    pub(crate) grpc: G,
+}
+
+impl<G: Service> Inner<G> {
+    /// Lazy clients for `endpoints`: checks only that they are well formed.
+    pub(crate) fn lazy<S: AsRef<str>>(endpoints: &[S], config: ClientConfig) -> Result<Self> {
+        let addrs = normalize_endpoints(endpoints)?;
+        let mut targets = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let grpc = G::over(G::endpoint(&addr, &config)?.connect_lazy());
+            targets.push(Target { addr, grpc });
+        }
+        Ok(Self {
+            targets,
+            current: AtomicUsize::new(0),
+            config,
+        })
+    }
+
+    /// Probe the endpoints in order: the first that accepts a TCP connection becomes the one
+    /// calls start at.
+    pub(crate) async fn probe(&self) -> Result<()> {
+        let config = &self.config;
+        let mut why = Vec::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let ep = G::endpoint(&t.addr, config)?;
+            match tokio::time::timeout(config.connect_timeout, ep.connect()).await {
+                Ok(Ok(_probe)) => {
+                    // The probe connection is dropped: the lazy channel connects on first use
+                    // (now known to succeed) and keeps reconnecting on its own.
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Ok(Err(e)) => why.push(format!("{}: {}", t.addr, error_chain(&e))),
+                Err(_) => why.push(format!(
+                    "{}: no connection within {} ms",
+                    t.addr,
+                    config.connect_timeout.as_millis()
+                )),
+            }
+        }
+        Err(unavailable(&format!("connect to the {}", G::NAME), &why))
+    }
+
+    /// The endpoints, in failover order.
+    pub(crate) fn addrs(&self) -> Vec<String> {
+        self.targets.iter().map(|t| t.addr.clone()).collect()
+    }
+
+    /// One unary call under the deadline `timeout` with failover: start at the endpoint that
+    /// answered last, move on past unreachable ones, retry `TRY_AGAIN` after a backoff per round,
+    /// never re-send a mutation whose outcome is unknown. `what` names the operation in error
+    /// messages; `make` builds each attempt's request from what is left of the deadline.
+    pub(crate) async fn call<Req, Resp, M, F, Fut>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        idempotency: Idempotency,
+        make: M,
+        f: F,
+    ) -> Result<Resp>
+    where
+        M: Fn(Duration) -> Req,
+        F: Fn(G, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let n = self.targets.len();
+        let first = self.current.load(Ordering::Relaxed) % n;
+        let mut busy: Option<AisError> = None;
+        let mut unreachable: Vec<String> = Vec::new();
+        let mut round: u32 = 0;
+        loop {
+            unreachable.clear();
+            for k in 0..n {
+                let i = (first + k) % n;
+                let target = &self.targets[i];
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(out_of_time(timeout, what, busy, &unreachable));
+                }
+                let mut request = tonic::Request::new(make(left));
+                request.set_timeout(left);
+                let answer = tokio::time::timeout(left, f(target.grpc.clone(), request)).await;
+                let status = match answer {
+                    Ok(Ok(resp)) => {
+                        self.current.store(i, Ordering::Relaxed);
+                        return Ok(resp.into_inner());
+                    }
+                    Ok(Err(status)) => status,
+                    Err(_elapsed) => {
+                        return Err(deadline_passed(timeout, what, idempotency, &target.addr))
+                    }
+                };
+                match G::verdict(&status, idempotency) {
+                    Verdict::NextEndpoint(_) if Instant::now() >= deadline => {
+                        // tonic's own deadline fired first (as `Cancelled`): same as ours.
+                        return Err(deadline_passed(timeout, what, idempotency, &target.addr));
+                    }
+                    Verdict::NextEndpoint(why) => {
+                        tracing::debug!(endpoint = %target.addr, %why, "{what}: trying the next endpoint");
+                        unreachable.push(format!("{}: {why}", target.addr));
+                    }
+                    Verdict::Busy(e) if self.config.retry_try_again => {
+                        tracing::debug!(endpoint = %target.addr, error = %e, "{what}: busy");
+                        busy = Some(e);
+                    }
+                    Verdict::Busy(e) | Verdict::Fail(e) => return Err(prefixed(what, e)),
+                }
+            }
+            if busy.is_none() {
+                // Every endpoint is unreachable: waiting would not help within one deadline.
+                return Err(unavailable(what, &unreachable));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(Duration::from_millis(backoff_ms(round)).min(left)).await;
+            round = round.saturating_add(1);
+        }
+    }
+}
+
+/// What is left of a deadline, in the milliseconds a request carries (at least 1).
+pub(crate) fn timeout_ms(left: Duration) -> u64 {
+    u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The error of a call (deadline `timeout`) whose deadline passed while an attempt was in
+/// flight.
+pub(crate) fn deadline_passed(
+    timeout: Duration,
+    what: &str,
+    idempotency: Idempotency,
+    addr: &str,
+) -> SdkError {
+    let why = format!(
+        "no answer from {addr} within the {} ms deadline",
+        timeout.as_millis()
+    );
+    prefixed(
+        what,
+        match idempotency {
+            Idempotency::Mutating => outcome_unknown(&why),
+            Idempotency::Idempotent => AisError::new(
+                ErrorCode::Timeout,
+                format!("{why}; retry, or raise the deadline"),
+            ),
+        },
+    )
+}
+
+/// The error of a call (deadline `timeout`) whose deadline passed between attempts (nothing was
+/// in flight).
+pub(crate) fn out_of_time(
+    timeout: Duration,
+    what: &str,
+    busy: Option<AisError>,
+    unreachable: &[String],
+) -> SdkError {
+    match busy {
+        Some(e) => prefixed(
+            what,
+            AisError::new(
+                e.code,
+                format!(
+                    "{} (still so after retrying for {} ms; retry later)",
+                    e.message,
+                    timeout.as_millis()
+                ),
+            ),
+        ),
+        None if !unreachable.is_empty() => unavailable(what, unreachable),
+        None => prefixed(
+            what,
+            AisError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the {} ms deadline passed before any attempt",
+                    timeout.as_millis()
+                ),
+            ),
+        ),
+    }
+}
+
+/// The tonic endpoint for `host:port` with the client's connect timeout.
+pub(crate) fn base_endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| SdkError::InvalidArgument(format!("endpoint '{addr}': {e}")))?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true))
+}
+
+/// The service's error `e`, its message prefixed with the operation.
+pub(crate) fn prefixed(what: &str, e: AisError) -> SdkError {
+    SdkError::Ais(AisError::new(e.code, format!("{what}: {}", e.message)))
+}
+
+/// `what` failed: no endpoint was reachable, for the reasons `why`.
+pub(crate) fn unavailable(what: &str, why: &[String]) -> SdkError {
+    SdkError::Unavailable(format!(
+        "{what}: no agent is reachable ({}); check that the cluster runs and that the endpoints \
+         ({ENDPOINTS_ENV}) name its agents",
+        why.join("; ")
+    ))
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
