@@ -128,17 +128,18 @@ pub async fn cluster_view(endpoints: &[String]) -> anyhow::Result<ClusterView> {
 fn view_from(answered: &BTreeMap<String, NodeStatus>) -> ClusterView {
     let by_id: BTreeMap<u64, &NodeStatus> = answered.values().map(|s| (s.id, s)).collect();
     let term = answered.values().map(|s| s.term).max().unwrap_or(0);
+    // Only the newest term counts: a node still naming an older term's leader is stale.
     let leader = answered
         .values()
-        .filter(|s| s.role == "leader")
-        .max_by_key(|s| s.term)
+        .filter(|s| s.term == term)
+        .find(|s| s.role == "leader")
         .map(|s| s.id)
         .or_else(|| {
             answered
                 .values()
-                .filter(|s| s.leader_id != 0)
-                .max_by_key(|s| s.term)
+                .filter(|s| s.term == term && s.leader_id != 0)
                 .map(|s| s.leader_id)
+                .next()
         });
     let book = answered
         .values()
@@ -228,4 +229,35 @@ pub async fn find_leader(endpoints: &[String]) -> anyhow::Result<String> {
         .find(|m| m.id == leader)
         .map(|m| m.addr.clone())
         .ok_or_else(|| anyhow!("leader {leader} is not in the member book"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, role: &str, term: u64, leader_id: u64) -> NodeStatus {
+        NodeStatus {
+            id,
+            role: role.into(),
+            term,
+            leader_id,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_leader_named_in_an_older_term_is_not_shown_as_leader() {
+        let answered: BTreeMap<String, NodeStatus> = [
+            ("a".to_string(), node(1, "follower", 3, 0)),
+            ("b".to_string(), node(2, "follower", 2, 3)),
+        ]
+        .into();
+        assert_eq!(view_from(&answered).leader, None);
+        let answered: BTreeMap<String, NodeStatus> = [
+            ("a".to_string(), node(1, "leader", 3, 1)),
+            ("b".to_string(), node(2, "follower", 2, 3)),
+        ]
+        .into();
+        assert_eq!(view_from(&answered).leader, Some(1));
+    }
 }

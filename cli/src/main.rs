@@ -433,19 +433,8 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
                 }
             })
             .await?;
-            let mut ms: Vec<f64> = out.iter().map(|t| t.ms).collect();
-            let p = bench::percentiles(&mut ms);
-            if format == Format::Json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "bench": "detect", "trials": out, "summary": p })
-                );
-            } else {
-                println!(
-                    "pause → agreed down: min {:.0} ms · p50 {:.0} ms · max {:.0} ms",
-                    p.min_ms, p.p50_ms, p.max_ms
-                );
-            }
+            let ms = out.iter().map(|t| t.ms).collect();
+            print_trials(format, "detect", "pause → agreed down", &out, ms)?;
             Ok(())
         }
         BenchCmd::Failover { trials } => {
@@ -466,20 +455,31 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
                 }
             })
             .await?;
-            let mut ms: Vec<f64> = out.iter().map(|t| t.ms).collect();
-            let p = bench::percentiles(&mut ms);
-            if format == Format::Json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "bench": "failover", "trials": out, "summary": p })
-                );
-            } else {
-                println!(
-                    "leader kill → next commit: min {:.0} ms · p50 {:.0} ms · p99 {:.0} ms · max {:.0} ms",
-                    p.min_ms, p.p50_ms, p.p99_ms, p.max_ms
-                );
-            }
+            let ms = out.iter().map(|t| t.ms).collect();
+            print_trials(format, "failover", "leader kill → next commit", &out, ms)?;
             Ok(())
         }
     }
+}
+
+/// Print a trial benchmark's summary: min / p50 / p99 / max for people, or one JSON object with
+/// every trial for scripts.
+fn print_trials<T: serde::Serialize>(
+    format: Format,
+    bench: &str,
+    label: &str,
+    trials: &[T],
+    mut ms: Vec<f64>,
+) -> anyhow::Result<()> {
+    let p = bench::percentiles(&mut ms);
+    if format == Format::Json {
+        let doc = serde_json::json!({ "bench": bench, "trials": trials, "summary": p });
+        println!("{doc}");
+    } else {
+        println!(
+            "{label}: min {:.0} ms · p50 {:.0} ms · p99 {:.0} ms · max {:.0} ms",
+            p.min_ms, p.p50_ms, p.p99_ms, p.max_ms
+        );
+    }
+    Ok(())
 }

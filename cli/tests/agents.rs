@@ -68,9 +68,24 @@ async fn leader_kill_then_new_leader_commits_and_killed_node_catches_up() {
         .map(|n| n.addr.clone())
         .collect();
     write(&survivors, "after", "kill").await;
-    let view = client::cluster_view(&c.endpoints()).await.expect("view");
-    let new = view.leader.expect("a new leader");
-    assert_ne!(new, leader, "the killed node cannot lead");
+    // The acknowledged write proves a new leader; the status view may take a moment to say so.
+    let deadline = tokio::time::Instant::now() + LONG;
+    let view = loop {
+        let view = client::cluster_view(&c.endpoints()).await.expect("view");
+        let leads = |id| {
+            view.members
+                .iter()
+                .any(|m| m.id == id && m.role == "leader")
+        };
+        if view.leader.is_some_and(|l| l != leader && leads(l)) {
+            break view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new leader shown: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let dead = view
         .members
         .iter()
