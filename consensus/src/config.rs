@@ -2,10 +2,15 @@
 
 use std::time::Duration;
 
+/// Raft ticks per heartbeat interval.
+const TICKS_PER_HEARTBEAT: usize = 10;
+
 /// How a node ticks, elects and compacts.
 ///
 /// Timings are given the way operators think of them (heartbeat interval, election timeout) and
-/// turned into raft-rs's logical ticks: one tick is half a heartbeat interval, and a follower
+/// turned into raft-rs's logical ticks: one tick is a tenth of a heartbeat interval (fine ticks
+/// make two followers' randomised timeouts rarely land on the same tick, which would split the
+/// vote and cost a whole extra election round), and a follower
 /// that hears nothing from a leader campaigns after a random time in
 /// `[election_timeout_ms / 2, election_timeout_ms)`. Randomising over that range is what keeps
 /// split votes rare; pre-vote and check-quorum are always on.
@@ -38,13 +43,15 @@ impl Default for RaftConfig {
 impl RaftConfig {
     /// One logical raft tick.
     pub fn tick(&self) -> Duration {
-        Duration::from_millis((self.heartbeat_interval_ms / 2).max(1))
+        Duration::from_millis((self.heartbeat_interval_ms / TICKS_PER_HEARTBEAT as u64).max(1))
     }
 
     /// Check the values make sense together; the error names the key and the problem.
     pub fn validate(&self) -> Result<(), String> {
-        if self.heartbeat_interval_ms < 2 {
-            return Err("heartbeat_interval_ms must be at least 2".into());
+        if self.heartbeat_interval_ms < TICKS_PER_HEARTBEAT as u64 {
+            return Err(format!(
+                "heartbeat_interval_ms must be at least {TICKS_PER_HEARTBEAT}"
+            ));
         }
         if self.election_timeout_ms < 4 * self.heartbeat_interval_ms {
             return Err(format!(
@@ -66,11 +73,11 @@ impl RaftConfig {
     pub(crate) fn to_raft(&self, id: u64, applied: u64) -> raft::Config {
         let tick_ms = self.tick().as_millis() as u64;
         let election_max = (self.election_timeout_ms / tick_ms) as usize;
-        let election_min = (election_max / 2).max(3);
+        let election_min = (election_max / 2).max(TICKS_PER_HEARTBEAT + 1);
         raft::Config {
             id,
             applied,
-            heartbeat_tick: 2,
+            heartbeat_tick: TICKS_PER_HEARTBEAT,
             election_tick: election_min,
             min_election_tick: election_min,
             max_election_tick: election_max.max(election_min + 1),
@@ -93,12 +100,13 @@ mod tests {
     fn default_timings_map_to_raft_ticks() {
         let c = RaftConfig::default();
         c.validate().expect("defaults are valid");
-        assert_eq!(c.tick(), Duration::from_millis(50));
+        assert_eq!(c.tick(), Duration::from_millis(10));
         let r = c.to_raft(1, 0);
         r.validate().expect("raft accepts it");
+        // Heartbeat every 100 ms; campaign after a silence in [500, 1000) ms.
         assert_eq!(
             (r.heartbeat_tick, r.min_election_tick, r.max_election_tick),
-            (2, 10, 20)
+            (10, 50, 100)
         );
     }
 
