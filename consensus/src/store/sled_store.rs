@@ -73,6 +73,29 @@ fn decode<M: Message>(bytes: &[u8], what: &str) -> Result<M, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("cannot decode {what}: {e}")))
 }
 
+/// How long `open` waits for a previous owner of the same directory (in this process) to let go
+/// of sled's file lock: sled releases it from a background thread shortly after the last handle
+/// is dropped, so an in-process restart can race it. Another process holding it is a real
+/// conflict and still fails once this has passed.
+const LOCK_WAIT_MS: u64 = 5_000;
+
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(path).flush_every_ms(None).open() {
+            Ok(db) => return Ok(db),
+            // sled reports the busy lock as ErrorKind::Other with this message.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < std::time::Duration::from_millis(LOCK_WAIT_MS) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+}
+
 fn io_err(e: sled::Error) -> StoreError {
     match e {
         sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
@@ -118,11 +141,7 @@ impl SledLogStore {
     /// [`StoreError::Io`] if sled cannot open the database, [`StoreError::Corrupt`] if what it
     /// holds cannot be decoded or the log does not start right after the truncation point.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(None)
-            .open()
-            .map_err(io_err)?;
+        let db = open_db(path)?;
         let cache = load_cache(&db)?;
         Ok(Self {
             db,
