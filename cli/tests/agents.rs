@@ -47,6 +47,16 @@ async fn read(endpoint: &str, key: &str, stale: bool) -> Option<String> {
     r.found.then(|| String::from_utf8(r.value).expect("utf8"))
 }
 
+/// The JSON a successful `nines` run printed (fails the test with its stderr otherwise).
+fn json_ok(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
+}
+
 fn nines(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run nines")
 }
@@ -199,12 +209,7 @@ async fn admin_node_add_and_remove_change_membership() {
         "--endpoints",
         &eps,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let json = json_ok(&out);
     assert_eq!(json["members"].as_array().expect("members").len(), 4);
     wait_caught_up(&c, id, LONG)
         .await
@@ -237,12 +242,7 @@ async fn admin_node_add_and_remove_change_membership() {
         "--endpoints",
         &eps,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let json = json_ok(&out);
     assert_eq!(json["members"].as_array().expect("members").len(), 3);
 }
 
