@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/nines/cluster/v1/cluster.proto",
         "proto/nines/ckpt/v1/ckpt.proto",
         "proto/nines/membership/v1/membership.proto",
+        "proto/nines/amf/v1/session.proto",
+        "proto/nines/amf/v1/amf.proto",
     ];
     tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
     println!("cargo:rerun-if-changed=proto");

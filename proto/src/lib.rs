@@ -34,6 +34,16 @@ pub mod membership {
     }
 }
 
+/// Availability management: the component session (SDK ↔ agent, over the Unix socket) and the
+/// operator service (model, status, admin operations).
+#[allow(missing_docs, clippy::all)]
+pub mod amf {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("nines.amf.v1");
+    }
+}
+
 /// Operator protocol for the cluster core.
 #[allow(missing_docs, clippy::all)]
 pub mod cluster {
