@@ -20,17 +20,23 @@ pub enum SdkError {
     /// endpoint). Nothing was sent.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The agent refused a component session: the process is not the one the agent started for
+    /// that component (SO_PEERCRED), or runs as another user. The message names the component,
+    /// the expected pid and this process's pid. Retrying does not help.
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl SdkError {
     /// The stable AIS code, when the error is (or stands for) an answer from the service:
     /// `Some` for [`SdkError::Ais`], `Some(InvalidParam)` for [`SdkError::InvalidArgument`], and
-    /// `None` for [`SdkError::Unavailable`] (no service answered at all).
+    /// `None` for [`SdkError::Unavailable`] (no service answered at all) and
+    /// [`SdkError::PermissionDenied`] (AIS has no code for it here).
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             SdkError::Ais(e) => Some(e.code),
             SdkError::InvalidArgument(_) => Some(ErrorCode::InvalidParam),
-            SdkError::Unavailable(_) => None,
+            SdkError::Unavailable(_) | SdkError::PermissionDenied(_) => None,
         }
     }
 
@@ -41,7 +47,7 @@ impl SdkError {
         match self {
             SdkError::Unavailable(_) => true,
             SdkError::Ais(e) => matches!(e.code, ErrorCode::TryAgain | ErrorCode::Unavailable),
-            SdkError::InvalidArgument(_) => false,
+            SdkError::InvalidArgument(_) | SdkError::PermissionDenied(_) => false,
         }
     }
 }

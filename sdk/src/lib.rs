@@ -1,6 +1,7 @@
 //! nines-sdk: what an application links to use a nines cluster: the checkpoint service, and
 //! membership tracking ([`MembershipClient`]: the members' states, a watch of every change,
-//! drain).
+//! drain), and the component session ([`Session`]: a component managed by nines answers its
+//! agent's CSI set / remove, terminate and healthcheck invocations through [`Callbacks`]).
 //!
 //! A checkpoint is a named set of sections (id → bytes) that survives the process: the active
 //! instance of a service writes its state there, and the standby that takes over reads it back.
@@ -62,6 +63,7 @@ mod endpoints;
 mod error;
 mod membership;
 mod retry;
+mod session;
 mod types;
 
 pub use checkpoint::Checkpoint;
@@ -72,6 +74,9 @@ pub use membership::{
     ChangeKind, Member, MemberState, MembershipClient, MembershipEvent, MembershipWatch, View,
 };
 pub use nines_core::{AisError, ErrorCode};
+pub use session::{
+    Callbacks, CsiSet, Descriptor, HaState, Recovery, Session, COMPONENT_ENV, SOCKET_ENV,
+};
 pub use types::{
     Attributes, CheckpointStatus, OpenOptions, SectionData, SectionInfo, SectionRead, SectionWrite,
     UpdateMode,

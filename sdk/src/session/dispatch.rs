@@ -1,0 +1,207 @@
+//! The session's two tasks: the dispatcher reads the agent's messages and routes each invocation;
+//! the ordered worker runs CSI set / remove / terminate one at a time, in arrival order.
+//! Healthchecks run beside them (a few at once), so a long CSI set does not starve them.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use nines_proto::amf::v1::{
+    agent_message, component_message, invocation::Kind, AgentMessage, ComponentMessage, Invocation,
+    InvocationResponse,
+};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
+use tonic::Streaming;
+
+use super::{Callbacks, CsiSet, HaState};
+use crate::SdkError;
+
+/// Invocations queued to the ordered worker before the dispatcher stops reading (the agent bounds
+/// its invocations in flight well below this).
+pub(crate) const ORDERED_QUEUE_LEN: usize = 64;
+/// Healthchecks run at once; more are answered with an error at once.
+const HEALTHCHECKS_IN_FLIGHT_MAX: usize = 8;
+
+/// What the session's tasks and its handle share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// This component's name.
+    pub component: String,
+    /// (si, csi) → the HA state and epoch the callbacks last accepted.
+    assignments: Mutex<BTreeMap<(String, String), (HaState, u64)>>,
+    /// `None` while the session is open; then `Ok` (terminated) or why it broke.
+    pub closed: watch::Sender<Option<Result<(), SdkError>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(component: String) -> Self {
+        Self {
+            component,
+            assignments: Mutex::new(BTreeMap::new()),
+            closed: watch::channel(None).0,
+        }
+    }
+
+    fn assignments_mut(&self) -> MutexGuard<'_, BTreeMap<(String, String), (HaState, u64)>> {
+        // A panic while holding the lock leaves a map that is still whole.
+        self.assignments.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every assignment, ordered by (si, csi).
+    pub(crate) fn assignments(&self) -> Vec<(String, String, HaState, u64)> {
+        self.assignments_mut()
+            .iter()
+            .map(|((si, csi), (state, epoch))| (si.clone(), csi.clone(), *state, *epoch))
+            .collect()
+    }
+
+    /// The highest epoch among `si`'s CSIs.
+    pub(crate) fn epoch_for(&self, si: &str) -> Option<u64> {
+        self.assignments_mut()
+            .iter()
+            .filter(|((s, _), _)| s == si)
+            .map(|(_, (_, epoch))| *epoch)
+            .max()
+    }
+
+    /// Settle how the session ended, unless it already has: the first outcome stands.
+    fn close(&self, outcome: Result<(), SdkError>) -> bool {
+        self.closed.send_if_modified(|c| {
+            if c.is_some() {
+                return false;
+            }
+            *c = Some(outcome);
+            true
+        })
+    }
+}
+
+/// Read the agent's messages until the stream ends or breaks; then, unless the component was
+/// terminated, settle the session as broken and tell the callbacks.
+pub(crate) async fn dispatch<C: Callbacks>(
+    callbacks: Arc<C>,
+    shared: Arc<Shared>,
+    mut inbound: Streaming<AgentMessage>,
+    ordered: mpsc::Sender<Invocation>,
+    outbound: mpsc::Sender<ComponentMessage>,
+) {
+    let mut healthchecks = JoinSet::new();
+    let why = loop {
+        let msg = tokio::select! {
+            biased;
+            Some(_) = healthchecks.join_next(), if !healthchecks.is_empty() => continue,
+            m = inbound.message() => m,
+        };
+        let invocation = match msg {
+            Ok(Some(AgentMessage {
+                msg: Some(agent_message::Msg::Invocation(i)),
+            })) => i,
+            Ok(Some(other)) => {
+                tracing::warn!(?other, "unexpected message from the agent: ignored");
+                continue;
+            }
+            Ok(None) => break "the agent closed the session".to_string(),
+            Err(status) => break format!("the session to the agent broke: {}", status.message()),
+        };
+        match invocation.kind {
+            Some(Kind::Healthcheck(h)) if healthchecks.len() >= HEALTHCHECKS_IN_FLIGHT_MAX => {
+                let busy = format!(
+                    "{HEALTHCHECKS_IN_FLIGHT_MAX} healthchecks are already running; key {} not \
+                     checked",
+                    h.key
+                );
+                respond(&outbound, invocation.id, Err(busy)).await;
+            }
+            Some(Kind::Healthcheck(h)) => {
+                let (callbacks, outbound) = (callbacks.clone(), outbound.clone());
+                healthchecks.spawn(async move {
+                    let r = callbacks.healthcheck(&h.key).await;
+                    respond(&outbound, invocation.id, r).await;
+                });
+            }
+            _ => {
+                if ordered.send(invocation).await.is_err() {
+                    break "the session's worker stopped".to_string();
+                }
+            }
+        }
+    };
+    let lost = SdkError::Unavailable(format!(
+        "component {}: {why}; the agent may have stopped or restarted. The component keeps its \
+         assignments only for the agent's lease: stop acting active, and reconnect when the \
+         agent is back (or exit and let it restart the component)",
+        shared.component
+    ));
+    if shared.close(Err(lost)) {
+        tracing::warn!(component = %shared.component, %why, "agent lost");
+        callbacks.agent_lost();
+    }
+}
+
+/// Run CSI set / remove / terminate invocations one at a time, in order, until the dispatcher
+/// stops.
+pub(crate) async fn run_ordered<C: Callbacks>(
+    callbacks: Arc<C>,
+    shared: Arc<Shared>,
+    mut queue: mpsc::Receiver<Invocation>,
+    outbound: mpsc::Sender<ComponentMessage>,
+) {
+    while let Some(invocation) = queue.recv().await {
+        let result = match invocation.kind {
+            Some(Kind::CsiSet(wire)) => csi_set(&*callbacks, &shared, wire).await,
+            Some(Kind::CsiRemove(r)) => {
+                let result = callbacks.csi_remove(&r.si, &r.csi).await;
+                if result.is_ok() {
+                    shared.assignments_mut().remove(&(r.si, r.csi));
+                }
+                result
+            }
+            Some(Kind::Terminate(_)) => {
+                let result = callbacks.terminate().await;
+                if result.is_ok() {
+                    // Settled before answering: the agent may close the session on the answer.
+                    shared.close(Ok(()));
+                }
+                result
+            }
+            Some(Kind::Healthcheck(h)) => callbacks.healthcheck(&h.key).await,
+            None => Err("the invocation has no kind this SDK knows; upgrade the SDK".to_string()),
+        };
+        respond(&outbound, invocation.id, result).await;
+    }
+}
+
+async fn csi_set<C: Callbacks>(
+    callbacks: &C,
+    shared: &Shared,
+    wire: nines_proto::amf::v1::CsiSet,
+) -> Result<(), String> {
+    let set = CsiSet::from_proto(wire)?;
+    let (key, state, epoch) = ((set.si.clone(), set.csi.clone()), set.ha_state, set.epoch);
+    callbacks.csi_set(set).await?;
+    shared.assignments_mut().insert(key, (state, epoch));
+    Ok(())
+}
+
+/// Answer invocation `id`. An answer that cannot be sent is dropped: the session is gone, and the
+/// dispatcher reports that.
+async fn respond(outbound: &mpsc::Sender<ComponentMessage>, id: u64, result: Result<(), String>) {
+    let (ok, error) = match result {
+        Ok(()) => (true, String::new()),
+        Err(e) => (false, e),
+    };
+    let msg = ComponentMessage {
+        msg: Some(component_message::Msg::Response(InvocationResponse {
+            invocation: id,
+            ok,
+            error,
+        })),
+    };
+    if outbound.send(msg).await.is_err() {
+        tracing::debug!(id, "answer not sent: the session is closed");
+    }
+}
