@@ -1,0 +1,349 @@
+//! The node director: one per agent. It carries out the local part of the AMF state — starts
+//! and stops this node's components, delivers the directives addressed to its SUs as callbacks
+//! through the component sessions — and proposes what happened (presence, errors, acks).
+//!
+//! It decides nothing about assignments: every decision is in the state machine. Its loop
+//! wakes on a state change, a process exit (SIGCHLD-driven, not a poll), a session event, the
+//! fencing flag, or a finished task, and then reconciles the local processes with the node's
+//! view. Long work (spawn and wait for registration, terminate, callbacks) runs in tasks, so a
+//! slow component never holds up another's failover.
+
+mod link;
+mod tasks;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nines_consensus::{ReadMode, ServiceHandle, StateMachine};
+use nines_core::shutdown::ShutdownSignal;
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+
+pub use link::{ComponentLink, Invocation, LinkEvent};
+
+use crate::process::{Exit, Supervisor};
+use crate::state::{AmfCommand, AmfResponse, AmfState, NodeView, Presence, Recovery};
+
+/// The AMF's typed view of the composite state machine.
+pub type AmfHandle<M> = ServiceHandle<M, AmfCommand, AmfResponse, AmfState>;
+
+/// Bound on one proposal from the director.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before a failed proposal is retried.
+pub const RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// How a director is set up.
+#[derive(Debug, Clone)]
+pub struct DirectorConfig {
+    /// This node's name (the model's node names).
+    pub node: String,
+    /// The SDK socket path, given to components as `NINES_SOCKET`.
+    pub socket: PathBuf,
+    /// Where component output goes (`<dir>/<component>.log`); None = inherit the agent's.
+    pub log_dir: Option<PathBuf>,
+    /// The agents' client endpoints, given to components as `NINES_ENDPOINTS` (checkpoints,
+    /// events).
+    pub endpoints: String,
+    /// The agent's own executable, given to components as `NINES_BIN` (so a model can run the
+    /// bundled examples: `"$NINES_BIN" example counter`).
+    pub bin: Option<PathBuf>,
+}
+
+/// The director's inputs.
+pub struct DirectorInputs {
+    /// Bumped by the state machine after every AMF change.
+    pub changed: watch::Receiver<u64>,
+    /// Process exits from the supervisor.
+    pub exits: mpsc::Receiver<Exit>,
+    /// Session events.
+    pub link_events: mpsc::Receiver<LinkEvent>,
+    /// The node's lease says it is fenced.
+    pub fenced: watch::Receiver<bool>,
+}
+
+/// What the director knows of a local process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Local {
+    incarnation: u64,
+    pid: u32,
+}
+
+/// A finished task's news for the loop.
+#[derive(Debug)]
+enum Done {
+    /// A component's start or stop finished (successfully or not).
+    Component(String),
+    /// A directive's delivery finished; it is no longer in flight here.
+    Directive(u64),
+}
+
+/// Shared between the loop and its tasks.
+struct Shared<M: StateMachine, L: ComponentLink> {
+    cfg: DirectorConfig,
+    amf: AmfHandle<M>,
+    link: L,
+    sup: Supervisor,
+    /// Registration waiters, by component.
+    waiters: Mutex<HashMap<String, oneshot::Sender<u32>>>,
+    /// Local processes, by component.
+    local: Mutex<HashMap<String, Local>>,
+    done: mpsc::Sender<Done>,
+}
+
+/// The node director.
+pub struct Director<M: StateMachine, L: ComponentLink> {
+    shared: Arc<Shared<M, L>>,
+    done_rx: mpsc::Receiver<Done>,
+    /// Components with a start or stop in progress.
+    busy: HashSet<String>,
+    /// Directives being delivered.
+    inflight: HashSet<u64>,
+    /// (component, incarnation) whose loss of supervision was reported already.
+    lost_reported: HashSet<(String, u64)>,
+    /// Fenced: no starts, actives quiesced and stopped.
+    fenced: bool,
+}
+
+impl<M, L> Director<M, L>
+where
+    M: StateMachine + 'static,
+    L: ComponentLink,
+{
+    /// A director for `cfg.node`, driving processes through `sup` and sessions through `link`.
+    pub fn new(cfg: DirectorConfig, amf: AmfHandle<M>, link: L, sup: Supervisor) -> Self {
+        let (done, done_rx) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            cfg,
+            amf,
+            link,
+            sup,
+            waiters: Mutex::new(HashMap::new()),
+            local: Mutex::new(HashMap::new()),
+            done,
+        });
+        Director {
+            shared,
+            done_rx,
+            busy: HashSet::new(),
+            inflight: HashSet::new(),
+            lost_reported: HashSet::new(),
+            fenced: false,
+        }
+    }
+
+    /// Run until `shutdown`; then stop every local component (bounded).
+    pub async fn run(mut self, mut inputs: DirectorInputs, mut shutdown: ShutdownSignal) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => break,
+                Some(exit) = inputs.exits.recv() => self.on_exit(exit).await,
+                Some(ev) = inputs.link_events.recv() => self.on_link(ev).await,
+                Some(done) = self.done_rx.recv() => self.on_done(done),
+                r = inputs.changed.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                r = inputs.fenced.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    let fenced = *inputs.fenced.borrow();
+                    self.on_fenced(fenced).await;
+                }
+                // Retries of failed proposals and missed wake-ups: bounded, slow.
+                _ = tick.tick() => {}
+            }
+            self.reconcile().await;
+        }
+        self.shared.sup.shutdown_all(Duration::from_secs(5)).await;
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Component(c) => {
+                self.busy.remove(&c);
+            }
+            Done::Directive(id) => {
+                self.inflight.remove(&id);
+            }
+        }
+    }
+
+    async fn on_exit(&mut self, exit: Exit) {
+        let local = {
+            let mut map = self.shared.local.lock().await;
+            match map.get(&exit.component) {
+                Some(l) if l.pid == exit.pid => map.remove(&exit.component),
+                _ => None,
+            }
+        };
+        self.shared.link.forget(&exit.component);
+        let Some(local) = local else {
+            return;
+        };
+        if exit.expected {
+            return;
+        }
+        tracing::warn!(component = %exit.component, pid = exit.pid, "component {}", exit.kind);
+        let reason = format!("process {} {}", exit.pid, exit.kind);
+        let cmd = AmfCommand::ComponentError {
+            component: exit.component.clone(),
+            incarnation: local.incarnation,
+            recommended: Recovery::NoRecommendation,
+            reason,
+            detected_at_ms: now_ms(),
+        };
+        tasks::propose_in_background(&self.shared, cmd);
+    }
+
+    async fn on_link(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Registered { component, pid } => {
+                if let Some(tx) = self.shared.waiters.lock().await.remove(&component) {
+                    let _ = tx.send(pid);
+                }
+            }
+            LinkEvent::Disconnected { component } => {
+                tracing::debug!(%component, "component session closed");
+            }
+            LinkEvent::ErrorReport {
+                component,
+                recommended,
+                reason,
+            } => {
+                let Some(local) = self.shared.local.lock().await.get(&component).copied() else {
+                    return;
+                };
+                let cmd = AmfCommand::ComponentError {
+                    component,
+                    incarnation: local.incarnation,
+                    recommended,
+                    reason: format!("error report: {reason}"),
+                    detected_at_ms: now_ms(),
+                };
+                tasks::propose_in_background(&self.shared, cmd);
+            }
+        }
+    }
+
+    /// Fenced: this node may not keep actives. Quiesce them, then kill every local component;
+    /// start nothing until the fence lifts (the cluster has failed this node over by then).
+    async fn on_fenced(&mut self, fenced: bool) {
+        self.fenced = fenced;
+        if !fenced {
+            return;
+        }
+        tracing::error!(node = %self.shared.cfg.node, "fenced: stopping local components");
+        let view = self.view().await.unwrap_or_default();
+        tasks::fence(&self.shared, &view).await;
+    }
+
+    async fn view(&self) -> Option<NodeView> {
+        let node = self.shared.cfg.node.clone();
+        self.shared
+            .amf
+            .read(ReadMode::Stale, PROPOSE_TIMEOUT, move |s| {
+                s.node_view(&node)
+            })
+            .await
+            .ok()
+    }
+
+    /// Bring local processes and deliveries in line with the node's view.
+    async fn reconcile(&mut self) {
+        let Some(view) = self.view().await else {
+            return;
+        };
+        let local = self.shared.local.lock().await.clone();
+        for plan in &view.components {
+            if self.busy.contains(&plan.name) {
+                continue;
+            }
+            let running = local.get(&plan.name).copied();
+            match running {
+                Some(l) if l.incarnation != plan.incarnation || !plan.should_run => {
+                    self.busy.insert(plan.name.clone());
+                    let graceful = l.incarnation == plan.incarnation;
+                    tasks::stop(&self.shared, plan.clone(), graceful);
+                }
+                Some(_) => {}
+                None if plan.should_run && !self.fenced => {
+                    if plan.presence == Presence::Instantiated {
+                        // The cluster thinks it runs, but not under this director (the agent
+                        // restarted): clean up and let the escalation decide.
+                        self.report_lost(plan).await;
+                        continue;
+                    }
+                    self.busy.insert(plan.name.clone());
+                    let held = view
+                        .held
+                        .iter()
+                        .filter(|h| h.csi.component == plan.name)
+                        .cloned()
+                        .collect();
+                    tasks::start(&self.shared, plan.clone(), held);
+                }
+                None => {
+                    if plan.presence == Presence::Instantiated && !plan.should_run {
+                        tasks::propose_in_background(
+                            &self.shared,
+                            AmfCommand::Presence {
+                                component: plan.name.clone(),
+                                incarnation: plan.incarnation,
+                                report: crate::state::PresenceReport::Uninstantiated,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        if self.fenced {
+            return;
+        }
+        for d in &view.directives {
+            if self.inflight.insert(d.directive.id) {
+                let incarnations: BTreeMap<String, u64> = view
+                    .components
+                    .iter()
+                    .map(|c| (c.name.clone(), c.incarnation))
+                    .collect();
+                tasks::deliver(&self.shared, d.clone(), incarnations);
+            }
+        }
+    }
+
+    async fn report_lost(&mut self, plan: &crate::state::ComponentPlan) {
+        if !self
+            .lost_reported
+            .insert((plan.name.clone(), plan.incarnation))
+        {
+            return;
+        }
+        let _ = self
+            .shared
+            .sup
+            .cleanup(&plan.name, None, &BTreeMap::new(), Duration::from_secs(1))
+            .await;
+        let cmd = AmfCommand::ComponentError {
+            component: plan.name.clone(),
+            incarnation: plan.incarnation,
+            recommended: Recovery::NoRecommendation,
+            reason: "its node director restarted: the process is no longer supervised".into(),
+            detected_at_ms: now_ms(),
+        };
+        tasks::propose_in_background(&self.shared, cmd);
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (for timelines only, never for decisions).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,370 @@
+//! The director's long-running work, each piece in its own task: start a component (spawn,
+//! wait for its session, re-deliver what it holds), stop one, deliver a directive, fence.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nines_consensus::StateMachine;
+use tokio::sync::oneshot;
+
+use super::{now_ms, ComponentLink, Done, Invocation, Local, Shared, PROPOSE_TIMEOUT, RETRY_DELAY};
+use crate::policy::{HaState, MsgKind};
+use crate::process::{ProcessSpec, TerminateOutcome};
+use crate::state::{
+    AmfCommand, AmfResponse, ComponentPlan, DirectivePlan, HeldCsi, NodeView, PresenceReport,
+    Recovery,
+};
+
+/// Propose `cmd`; on failure wait a little (the loop retries from the state).
+async fn propose<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Shared<M, L>,
+    cmd: AmfCommand,
+) -> bool {
+    match shared.amf.propose(cmd, PROPOSE_TIMEOUT).await {
+        Ok(AmfResponse::Refused(e)) => {
+            tracing::warn!("the cluster refused a director report: {e}");
+            true
+        }
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!("cannot propose a director report: {e}");
+            tokio::time::sleep(RETRY_DELAY).await;
+            false
+        }
+    }
+}
+
+/// Propose without waiting for the answer.
+pub(super) fn propose_in_background<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Arc<Shared<M, L>>,
+    cmd: AmfCommand,
+) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        // Bounded retries: a report that cannot be committed after these is superseded by
+        // the next reconcile (the state still shows the work to do).
+        for _ in 0..5 {
+            if propose(&shared, cmd.clone()).await {
+                return;
+            }
+        }
+    });
+}
+
+fn env_of<M: StateMachine, L: ComponentLink>(
+    shared: &Shared<M, L>,
+    plan: &ComponentPlan,
+) -> BTreeMap<String, String> {
+    let mut env = plan.def.env.clone();
+    env.extend(plan.attributes.clone());
+    env.insert("NINES_COMPONENT".into(), plan.name.clone());
+    env.insert(
+        "NINES_SOCKET".into(),
+        shared.cfg.socket.display().to_string(),
+    );
+    env.insert("NINES_NODE".into(), shared.cfg.node.clone());
+    env.insert("NINES_ENDPOINTS".into(), shared.cfg.endpoints.clone());
+    if let Some(bin) = &shared.cfg.bin {
+        env.insert("NINES_BIN".into(), bin.display().to_string());
+    }
+    env
+}
+
+/// Spawn the component, wait for its session, re-deliver the CSIs its SU holds, report.
+pub(super) fn start<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Arc<Shared<M, L>>,
+    plan: ComponentPlan,
+    held: Vec<HeldCsi>,
+) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let report = start_inner(&shared, &plan, held).await;
+        propose(
+            &shared,
+            AmfCommand::Presence {
+                component: plan.name.clone(),
+                incarnation: plan.incarnation,
+                report,
+            },
+        )
+        .await;
+        let _ = shared.done.send(Done::Component(plan.name)).await;
+    });
+}
+
+async fn start_inner<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Shared<M, L>,
+    plan: &ComponentPlan,
+    held: Vec<HeldCsi>,
+) -> PresenceReport {
+    let env = env_of(shared, plan);
+    let mut spec = ProcessSpec::new(plan.name.clone(), plan.def.instantiate.clone());
+    spec.env = env;
+    spec.log_path = shared
+        .cfg
+        .log_dir
+        .as_ref()
+        .map(|d| d.join(format!("{}.log", plan.name)));
+    let (tx, rx) = oneshot::channel();
+    shared.waiters.lock().await.insert(plan.name.clone(), tx);
+    let pid = match shared.sup.spawn(spec) {
+        Ok(pid) => pid,
+        Err(e) => {
+            shared.waiters.lock().await.remove(&plan.name);
+            return PresenceReport::InstantiationFailed {
+                reason: e.to_string(),
+            };
+        }
+    };
+    shared.local.lock().await.insert(
+        plan.name.clone(),
+        Local {
+            incarnation: plan.incarnation,
+            pid,
+        },
+    );
+    shared.link.expect(&plan.name, pid);
+    let timeout = Duration::from_millis(plan.def.instantiate_timeout_ms);
+    if tokio::time::timeout(timeout, rx).await.is_err() {
+        shared.waiters.lock().await.remove(&plan.name);
+        let env = env_of(shared, plan);
+        let cleanup = Duration::from_millis(plan.def.cleanup_timeout_ms);
+        let _ = shared
+            .sup
+            .cleanup(&plan.name, non_empty(&plan.def.cleanup), &env, cleanup)
+            .await;
+        return PresenceReport::InstantiationFailed {
+            reason: format!(
+                "process {pid} did not register with the agent within {} ms \
+                 (does it open a nines SDK session?)",
+                plan.def.instantiate_timeout_ms
+            ),
+        };
+    }
+    let cb_timeout = Duration::from_millis(plan.def.callback_timeout_ms);
+    for h in held {
+        let inv = Invocation::CsiSet {
+            si: h.csi.si.clone(),
+            csi: h.csi.csi.clone(),
+            ha: h.ha,
+            epoch: h.epoch,
+            descriptor: None,
+            attributes: h.csi.attributes.clone(),
+            active_component: None,
+        };
+        if let Err(e) = shared.link.invoke(&plan.name, inv, cb_timeout).await {
+            tracing::warn!(component = %plan.name, "re-delivery of {} failed: {e}", h.csi.csi);
+        }
+    }
+    PresenceReport::Instantiated { pid }
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    if s.trim().is_empty() {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+/// Stop the local process: gracefully (terminate callback, terminate command or SIGTERM, then
+/// cleanup after the timeout) when the cluster no longer wants it; abruptly (cleanup) when it
+/// wants a fresh incarnation. A failed cleanup is reported: the node fails fast.
+pub(super) fn stop<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Arc<Shared<M, L>>,
+    plan: ComponentPlan,
+    graceful: bool,
+) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let env = env_of(&shared, &plan);
+        let old = shared.local.lock().await.get(&plan.name).copied();
+        let mut gone = false;
+        if graceful {
+            let t = Duration::from_millis(plan.def.terminate_timeout_ms);
+            let _ = shared
+                .link
+                .invoke(&plan.name, Invocation::Terminate, t)
+                .await;
+            let cmd = non_empty(&plan.def.terminate);
+            gone = matches!(
+                shared.sup.terminate(&plan.name, cmd, &env, t).await,
+                Ok(TerminateOutcome::Terminated)
+            );
+        }
+        let cleanup_t = Duration::from_millis(plan.def.cleanup_timeout_ms);
+        let result = if gone {
+            Ok(())
+        } else {
+            let cmd = non_empty(&plan.def.cleanup);
+            shared.sup.cleanup(&plan.name, cmd, &env, cleanup_t).await
+        };
+        shared.link.forget(&plan.name);
+        {
+            let mut map = shared.local.lock().await;
+            if map.get(&plan.name).copied() == old {
+                map.remove(&plan.name);
+            }
+        }
+        let report = match result {
+            Ok(()) => PresenceReport::Uninstantiated,
+            Err(e) => PresenceReport::TerminationFailed {
+                reason: e.to_string(),
+            },
+        };
+        if let Some(old) = old {
+            propose(
+                &shared,
+                AmfCommand::Presence {
+                    component: plan.name.clone(),
+                    incarnation: old.incarnation,
+                    report,
+                },
+            )
+            .await;
+        }
+        let _ = shared.done.send(Done::Component(plan.name)).await;
+    });
+}
+
+/// Deliver one directive: run the callback on every target component, then ack. A failed
+/// callback is a component error (the escalation decides); the directive is then resolved by
+/// the fault that follows.
+pub(super) fn deliver<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Arc<Shared<M, L>>,
+    plan: DirectivePlan,
+    incarnations: BTreeMap<String, u64>,
+) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let id = plan.directive.id;
+        let (ok, reason) = deliver_inner(&shared, &plan, &incarnations).await;
+        let acked = propose(
+            &shared,
+            AmfCommand::Ack {
+                id,
+                ok,
+                reason,
+                done_at_ms: now_ms(),
+            },
+        )
+        .await;
+        if !acked {
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
+        let _ = shared.done.send(Done::Directive(id)).await;
+    });
+}
+
+async fn deliver_inner<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Shared<M, L>,
+    plan: &DirectivePlan,
+    incarnations: &BTreeMap<String, u64>,
+) -> (bool, String) {
+    let d = &plan.directive;
+    let removing = matches!(
+        d.kind,
+        MsgKind::Remove | MsgKind::Quiesced | MsgKind::Quiescing
+    );
+    for t in &plan.targets {
+        if removing && !shared.link.is_registered(&t.component) {
+            // A failed (or stopped) component has nothing to give up.
+            continue;
+        }
+        if !removing {
+            wait_registered(shared, &t.component).await;
+        }
+        let inv = match d.kind {
+            MsgKind::Remove => Invocation::CsiRemove {
+                si: t.si.clone(),
+                csi: t.csi.clone(),
+            },
+            kind => {
+                let (ha, descriptor) = match kind {
+                    MsgKind::Active(desc) => (HaState::Active, Some(desc)),
+                    MsgKind::Standby => (HaState::Standby, None),
+                    MsgKind::Quiescing => (HaState::Quiescing, None),
+                    _ => (HaState::Quiesced, None),
+                };
+                Invocation::CsiSet {
+                    si: t.si.clone(),
+                    csi: t.csi.clone(),
+                    ha,
+                    epoch: d.epoch,
+                    descriptor,
+                    attributes: t.attributes.clone(),
+                    active_component: plan.active_component.clone(),
+                }
+            }
+        };
+        let timeout = Duration::from_millis(5_000);
+        if let Err(e) = shared.link.invoke(&t.component, inv, timeout).await {
+            let reason = format!(
+                "{} of CSI {} failed: {e}",
+                crate::state::kind_name(d.kind),
+                t.csi
+            );
+            if let Some(inc) = incarnations.get(&t.component) {
+                let cmd = AmfCommand::ComponentError {
+                    component: t.component.clone(),
+                    incarnation: *inc,
+                    recommended: Recovery::NoRecommendation,
+                    reason: reason.clone(),
+                    detected_at_ms: now_ms(),
+                };
+                propose(shared, cmd).await;
+            }
+            // Give the escalation time to act before this directive is tried again.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return (false, reason);
+        }
+    }
+    (true, String::new())
+}
+
+/// A component being (re)started registers soon; wait for it, bounded.
+async fn wait_registered<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Shared<M, L>,
+    component: &str,
+) {
+    for _ in 0..REGISTER_WAIT_STEPS {
+        if shared.link.is_registered(component) {
+            return;
+        }
+        tokio::time::sleep(REGISTER_WAIT_STEP).await;
+    }
+}
+
+/// How long a delivery waits for a (re)starting component's session: steps × step.
+const REGISTER_WAIT_STEPS: u32 = 250;
+const REGISTER_WAIT_STEP: Duration = Duration::from_millis(20);
+
+/// Fenced: quiesce the local actives (briefly), then kill every local component.
+pub(super) async fn fence<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Arc<Shared<M, L>>,
+    view: &NodeView,
+) {
+    let quiesce = Duration::from_millis(500);
+    for h in view.held.iter().filter(|h| h.ha == HaState::Active) {
+        let inv = Invocation::CsiSet {
+            si: h.csi.si.clone(),
+            csi: h.csi.csi.clone(),
+            ha: HaState::Quiesced,
+            epoch: h.epoch,
+            descriptor: None,
+            attributes: h.csi.attributes.clone(),
+            active_component: None,
+        };
+        let _ = shared.link.invoke(&h.csi.component, inv, quiesce).await;
+    }
+    for (component, _) in shared.sup.running() {
+        let env = BTreeMap::new();
+        let _ = shared
+            .sup
+            .cleanup(&component, None, &env, Duration::from_secs(2))
+            .await;
+        shared.link.forget(&component);
+        shared.local.lock().await.remove(&component);
+    }
+}
