@@ -75,6 +75,14 @@ pub struct AgentConfig {
     /// adds before it declares a silent node down (see docs/design.md).
     #[serde(default = "lease_default")]
     pub lease: LeaseConfig,
+    /// The Unix socket components' SDK sessions connect to (default `<data_dir>/nines.sock`).
+    /// Keep the path short: Unix socket paths are limited to 107 bytes.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// An AMF model file (TOML) to apply when the cluster has none yet (at first start). Later
+    /// changes go through `nines admin model apply FILE`. Relative to the config file.
+    #[serde(default)]
+    pub amf_model: Option<PathBuf>,
 }
 
 /// The agent's lease: short enough that a lost node's lease has surely expired by the time the
@@ -130,7 +138,13 @@ impl AgentConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, path)
+        let mut cfg = Self::parse(&text, path)?;
+        if let (Some(m), Some(dir)) = (cfg.amf_model.as_ref(), path.parent()) {
+            if m.is_relative() {
+                cfg.amf_model = Some(dir.join(m));
+            }
+        }
+        Ok(cfg)
     }
 
     /// Parse and validate config text; `path` is only used in messages.
@@ -222,6 +236,13 @@ impl AgentConfig {
             snapshot_threshold_entries: self.raft.snapshot_threshold_entries,
             ..RaftConfig::default()
         }
+    }
+
+    /// The SDK socket path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("nines.sock"))
     }
 
     /// The initial voters, or none when joining.

@@ -130,6 +130,8 @@ pub(crate) struct Driver {
     pub shared: Arc<Mutex<LocalHealth>>,
     pub beats: mpsc::Receiver<(NodeId, u64)>,
     pub beater: Arc<dyn Beater>,
+    /// Told when the fencing flag changes (the AMF's node director stops local actives).
+    pub fenced_tx: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 struct State {
@@ -225,6 +227,9 @@ impl Driver {
                 tracing::info!("lease regained: this node is in contact with a quorum");
             }
             st.fenced = fenced;
+            if let Some(tx) = &self.fenced_tx {
+                let _ = tx.send(fenced);
+            }
         }
         if status.role == Role::Leader && !fenced {
             self.correct_agreed_view(st, now).await;

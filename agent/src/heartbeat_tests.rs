@@ -115,6 +115,7 @@ async fn isolated_node_fences_itself_before_the_majority_declares_it_down() {
                 net: net.clone(),
                 nodes: nodes.clone(),
             }),
+            fenced_tx: None,
         };
         tokio::spawn(driver.run(signal));
         keep.push((shutdown, started));

@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod amf_link;
+mod amf_service;
 mod config;
 mod datadir;
 mod heartbeat;
@@ -16,10 +18,20 @@ mod heartbeat_tests;
 mod janitor;
 mod membership;
 mod membership_service;
+mod model_loader;
 mod server;
+mod session;
 mod state;
 
+pub use amf_service::{parse_model, status_proto};
 pub use config::{AgentConfig, ConfigError, PeerConfig};
 pub use membership::{AgreedState, Change, ChangeKind, MembershipCommand, MembershipState};
 pub use server::{run, AgentError};
-pub use state::{ckpt_handle, AgentState, ClusterCommand, ClusterResponse, Command, Response};
+pub use session::{
+    InvokeError, SessionError, SessionEvent, SessionHub, CONNECTIONS_MAX,
+    INVOCATIONS_IN_FLIGHT_MAX, SESSIONS_MAX, SESSION_EVENTS_BUFFER_LEN, SESSION_MESSAGE_BYTES_MAX,
+};
+pub use state::{
+    amf_handle, ckpt_handle, AgentState, AmfHandle, ClusterCommand, ClusterResponse, Command,
+    Response,
+};

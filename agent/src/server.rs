@@ -13,7 +13,7 @@ use nines_core::{
     AisError, ErrorCode, PROTOCOL_VERSION,
 };
 use nines_proto::{
-    ckpt::v1::checkpoint_server::CheckpointServer,
+    amf::v1::amf_server::AmfServer, ckpt::v1::checkpoint_server::CheckpointServer,
     membership::v1::membership_server::MembershipServer,
 };
 use nines_proto::{
@@ -91,6 +91,8 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
     let (events, _) = tokio::sync::broadcast::channel(crate::membership::WATCH_BUFFER_LEN);
     let mut state = AgentState::default();
     state.membership.set_events(events.clone());
+    let (amf_changed_tx, amf_changed_rx) = tokio::sync::watch::channel(0u64);
+    state.amf.set_notifier(amf_changed_tx);
     let started = start(node_cfg, store, state, transport, node_signal)?;
     let proposer = started.proposer;
     let proposer_for_services = proposer.clone();
@@ -117,6 +119,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
     tokio::spawn(janitor::run(ckpt_handle, shutdown.clone()));
     let (beats_tx, beats_rx) = tokio::sync::mpsc::channel(crate::heartbeat::BEAT_QUEUE_LEN);
+    let (fenced_tx, fenced_rx) = tokio::sync::watch::channel(false);
     let shared = std::sync::Arc::new(std::sync::Mutex::new(
         crate::heartbeat::LocalHealth::default(),
     ));
@@ -129,6 +132,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         shared: shared.clone(),
         beats: beats_rx,
         beater: std::sync::Arc::new(crate::heartbeat::GrpcBeater::default()),
+        fenced_tx: Some(fenced_tx),
     };
     tokio::spawn(hb_driver.run(shutdown.clone()));
     let membership = MembershipServer::new(crate::membership_service::MembershipService {
@@ -141,6 +145,22 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         },
         events,
     });
+    let amf_handle = crate::state::amf_handle(proposer_for_services.clone());
+    let director = start_director(
+        &cfg,
+        amf_handle.clone(),
+        amf_changed_rx,
+        fenced_rx,
+        &shutdown,
+    );
+    let amf = AmfServer::new(crate::amf_service::AmfService {
+        amf: amf_handle.clone(),
+    })
+    .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+    .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
+    if let Some(path) = cfg.amf_model.clone() {
+        tokio::spawn(crate::model_loader::run(amf_handle, path, shutdown.clone()));
+    }
     let mut drain = shutdown.clone();
     let serve = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(STREAMS_PER_CONNECTION_MAX)
@@ -150,6 +170,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         .add_service(cluster)
         .add_service(ckpt)
         .add_service(membership)
+        .add_service(amf)
         .serve_with_incoming_shutdown(incoming(listener), async move { drain.wait().await });
     let mut server = tokio::spawn(serve);
     let mut driver = started.driver;
@@ -158,8 +179,9 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
     tokio::select! {
         biased;
         _ = shutdown.wait() => {
-            tracing::info!("shutdown requested: draining requests");
+            tracing::info!("shutdown requested: draining requests, stopping components");
             let _ = tokio::time::timeout(grace, &mut server).await;
+            let _ = tokio::time::timeout(grace, director).await;
             stop_node.trigger();
             match tokio::time::timeout(grace, &mut driver).await {
                 Ok(Ok(r)) => r?,
@@ -187,6 +209,47 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
             }
         }
     }
+}
+
+/// Start the SDK session socket and the AMF node director; the handle finishes once the
+/// director has stopped the local components after `shutdown`.
+fn start_director(
+    cfg: &AgentConfig,
+    amf: crate::state::AmfHandle,
+    changed: tokio::sync::watch::Receiver<u64>,
+    fenced: tokio::sync::watch::Receiver<bool>,
+    shutdown: &ShutdownSignal,
+) -> tokio::task::JoinHandle<()> {
+    use nines_amf::director::{Director, DirectorConfig, DirectorInputs};
+    let hub = crate::session::SessionHub::new(cfg.name.clone(), cfg.lease.lease_ms);
+    let socket = cfg.socket_path();
+    let serve = hub.clone().serve(socket.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            tracing::error!("the SDK session socket failed: {e}");
+        }
+    });
+    let link_events = crate::amf_link::forward_events(&hub);
+    let (sup, exits) = nines_amf::process::Supervisor::new(1_024);
+    let director = Director::new(
+        DirectorConfig {
+            node: cfg.name.clone(),
+            socket,
+            log_dir: Some(cfg.data_dir.join("components")),
+            endpoints: cfg.advertise_addr(),
+            bin: std::env::current_exe().ok(),
+        },
+        amf,
+        crate::amf_link::HubLink(hub),
+        sup,
+    );
+    let inputs = DirectorInputs {
+        changed,
+        exits,
+        link_events,
+        fenced,
+    };
+    tokio::spawn(director.run(inputs, shutdown.clone()))
 }
 
 /// Accepted connections with Nagle's algorithm off: every raft round trip is a small message, and
@@ -328,12 +391,10 @@ impl Cluster for ClusterService {
                 Ok(Response::new(ProbeWriteResponse { index }))
             }
             SmResponse::Cluster(ClusterResponse::Refused(e)) => Err(status_from_ais(&e)),
-            SmResponse::Ckpt(_) | SmResponse::Membership(_) => {
-                Err(status_from_ais(&AisError::new(
-                    ErrorCode::Library,
-                    "a probe write got a checkpoint response",
-                )))
-            }
+            _ => Err(status_from_ais(&AisError::new(
+                ErrorCode::Library,
+                "a probe write got another service's response",
+            ))),
         }
     }
 

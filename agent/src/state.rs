@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use nines_amf::state::{AmfCommand, AmfResponse, AmfState};
 use nines_ckpt::{CkptCommand, CkptResponse, CkptState};
 
 use crate::membership::{MembershipCommand, MembershipState};
@@ -30,6 +31,8 @@ pub enum Command {
     Ckpt(CkptCommand),
     /// Membership health (down / up / left).
     Membership(MembershipCommand),
+    /// Availability management.
+    Amf(AmfCommand),
 }
 
 /// The cluster core's commands.
@@ -53,6 +56,8 @@ pub enum Response {
     Ckpt(CkptResponse),
     /// Membership: the view after the command, or why it was refused.
     Membership(Result<u64, AisError>),
+    /// Availability management's outcomes.
+    Amf(AmfResponse),
 }
 
 /// The cluster core's outcomes.
@@ -87,9 +92,26 @@ pub struct AgentState {
     pub ckpt: CkptState,
     /// The agreed membership view.
     pub membership: MembershipState,
+    /// Availability management.
+    pub amf: AmfState,
+    /// The last applied entry's context (membership changes arrive without one).
+    pub last_ctx: (u64, u64, u64),
 }
 
 impl AgentState {
+    /// Tell the AMF which nodes (by name) the membership view says are up.
+    fn sync_amf_nodes(&mut self, ctx: ApplyContext) {
+        use crate::membership::AgreedState;
+        let up = self
+            .membership
+            .states
+            .iter()
+            .filter(|(_, s)| **s == AgreedState::Up)
+            .filter_map(|(id, _)| self.members.get(id).map(|p| p.name.clone()))
+            .collect();
+        self.amf.sync_cluster(ctx, &up);
+    }
+
     fn apply_cluster(&mut self, ctx: ApplyContext, cmd: ClusterCommand) -> ClusterResponse {
         match cmd {
             ClusterCommand::ProbeWrite { key, value } => {
@@ -121,10 +143,16 @@ impl StateMachine for AgentState {
     type Response = Response;
 
     fn apply(&mut self, ctx: ApplyContext, cmd: Command) -> Result<Response, String> {
+        self.last_ctx = (ctx.index, ctx.term, ctx.time_ms);
         Ok(match cmd {
             Command::Cluster(c) => Response::Cluster(self.apply_cluster(ctx, c)),
             Command::Ckpt(c) => Response::Ckpt(self.ckpt.apply(ctx, c)),
-            Command::Membership(c) => Response::Membership(self.membership.apply(c)),
+            Command::Membership(c) => {
+                let r = self.membership.apply(c);
+                self.sync_amf_nodes(ctx);
+                Response::Membership(r)
+            }
+            Command::Amf(c) => Response::Amf(self.amf.apply(ctx, c)),
         })
     }
 
@@ -134,10 +162,15 @@ impl StateMachine for AgentState {
 
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
         let events = self.membership.take_events();
+        let amf = self.amf.take_notifier();
         *self =
             postcard::from_bytes(data).map_err(|e| format!("cannot decode agent state: {e}"))?;
         if let Some(tx) = events {
             self.membership.set_events(tx);
+        }
+        if let Some(tx) = amf {
+            tx.send_modify(|v| *v += 1);
+            self.amf.set_notifier(tx);
         }
         Ok(())
     }
@@ -145,8 +178,30 @@ impl StateMachine for AgentState {
     fn on_membership(&mut self, members: &Members) {
         self.members = members.clone();
         self.membership.on_members(members);
+        let (index, term, time_ms) = self.last_ctx;
+        self.sync_amf_nodes(ApplyContext {
+            index,
+            term,
+            time_ms,
+        });
     }
 }
+
+/// The AMF's view of the agent state.
+pub fn amf_handle(proposer: nines_consensus::Proposer<AgentState>) -> AmfHandle {
+    nines_consensus::ServiceHandle::new(
+        proposer,
+        Command::Amf,
+        |r| match r {
+            Response::Amf(r) => Some(r),
+            _ => None,
+        },
+        |s| &s.amf,
+    )
+}
+
+/// The AMF's typed handle on the agent's state machine.
+pub type AmfHandle = nines_amf::director::AmfHandle<AgentState>;
 
 /// The checkpoint service's view of the agent state.
 pub fn ckpt_handle(

@@ -7,10 +7,12 @@
 //! - [`ckpt_cmd`]: `nines ckpt ...`, the checkpoint commands (built on nines-sdk).
 //! - [`members_cmd`]: `nines members [--watch]` and `nines admin node drain` (membership
 //!   tracking, built on nines-sdk).
+//! - [`amf_cmd`]: `nines amf status|history`, `nines admin model apply`, AMF admin operations.
 //! - [`bench_ckpt`]: `nines bench ckpt`, checkpoint throughput and latency.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod amf_cmd;
 pub mod bench;
 pub mod bench_ckpt;
 pub mod ckpt_cmd;

@@ -37,6 +37,10 @@ pub struct LocalOptions {
     pub snapshot_threshold_entries: Option<u64>,
     /// Keep the temporary directory when dropped (for debugging).
     pub keep: bool,
+    /// An AMF model file every agent applies at first start (`amf_model`).
+    pub amf_model: Option<PathBuf>,
+    /// Extra environment for the agents (their components inherit it).
+    pub env: Vec<(String, String)>,
 }
 
 /// N agents on 127.0.0.1.
@@ -47,6 +51,7 @@ pub struct LocalCluster {
     bin: PathBuf,
     /// The agents, by index (node id - 1).
     pub nodes: Vec<LocalNode>,
+    env: Vec<(String, String)>,
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -67,6 +72,9 @@ fn config_text(
         "cluster = \"local\"\nnode_id = {id}\nname = \"n{id}\"\ndata_dir = \"{}\"\nlisten = \"{addr}\"\njoin = {join}\n",
         data_dir.display()
     );
+    if let Some(m) = &opts.amf_model {
+        s.push_str(&format!("amf_model = \"{}\"\n", m.display()));
+    }
     for (pid, paddr) in peers {
         s.push_str(&format!(
             "\n[[peers]]\nid = {pid}\nname = \"n{pid}\"\naddr = \"{paddr}\"\n"
@@ -105,6 +113,7 @@ impl LocalCluster {
             root,
             bin: bin.to_path_buf(),
             nodes,
+            env: opts.env.clone(),
         };
         if opts.keep {
             let _ = c.dir.take().map(|d| d.keep());
@@ -156,6 +165,7 @@ impl LocalCluster {
     /// Start node `id`'s agent (again).
     pub fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let bin = self.bin.clone();
+        let env = self.env.clone();
         let node = self.node(id)?;
         if node.child.is_some() {
             bail!("node {id} is already running");
@@ -172,6 +182,7 @@ impl LocalCluster {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

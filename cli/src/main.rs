@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
 use nines_cli::{
-    bench, bench_ckpt, ckpt_cmd, client,
+    amf_cmd, bench, bench_ckpt, ckpt_cmd, client,
     local::{LocalCluster, LocalOptions},
     members_cmd,
     output::{table, Format},
@@ -56,12 +56,23 @@ enum Cmd {
     /// Checkpoints: create, write, read, list, inspect, unlink.
     #[command(subcommand)]
     Ckpt(ckpt_cmd::CkptCmd),
-    /// Administrative operations.
+    /// Availability management: service instances, their assignments, components, SUs.
+    ///
+    /// Example: nines amf status -o json
+    #[command(subcommand)]
+    Amf(AmfCmd),
+    /// Administrative operations: AMF model and admin operations, cluster membership.
     #[command(subcommand)]
     Admin(AdminCmd),
     /// Benchmarks (use a release build: cargo run --release -- bench ...).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Run a bundled example application as a component (the agent starts it; see
+    /// deploy/local/model.toml).
+    ///
+    /// Example: nines example counter
+    #[command(subcommand)]
+    Example(ExampleCmd),
     /// Start a throw-away local 3-node cluster, run a leader failover drill, clean up.
     ///
     /// Needs nothing but this binary: temporary data dirs, free loopback ports.
@@ -84,10 +95,95 @@ struct AgentArgs {
 }
 
 #[derive(Subcommand)]
+enum ExampleCmd {
+    /// The 2N counter (examples/counter): the active counts and checkpoints, the standby takes
+    /// over from the checkpoint. Needs NINES_COMPONENT, NINES_SOCKET and NINES_ENDPOINTS, which
+    /// the agent sets.
+    Counter,
+}
+
+#[derive(Subcommand)]
+enum AmfCmd {
+    /// Each SI's assignments (HA state and epoch per SU), the SUs' states, the components'
+    /// processes.
+    ///
+    /// Example: nines amf status -o json
+    Status {
+        /// Read the contacted agent's local copy instead of a linearizable read (works without
+        /// a quorum; may lag).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Recent AMF events: detections, decisions, assignments, confirmations, admin operations.
+    ///
+    /// Example: nines amf history -o json
+    History,
+}
+
+#[derive(Subcommand)]
 enum AdminCmd {
     /// Cluster membership.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// The AMF model (service groups, SUs, components, SIs, CSIs).
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// Take an SU, a node's SUs, or an SI out of service (their SIs move gracefully).
+    ///
+    /// Example: nines admin lock su counter-1
+    Lock(AdminTarget),
+    /// Put an SU, a node's SUs, or an SI back in service.
+    ///
+    /// Example: nines admin unlock su counter-1
+    Unlock(AdminTarget),
+    /// Terminate a locked SU's components (it stays uninstantiated).
+    ///
+    /// Example: nines admin lock-instantiation su counter-1
+    LockInstantiation(AdminTarget),
+    /// Allow a locked SU's components to be instantiated again.
+    ///
+    /// Example: nines admin unlock-instantiation su counter-1
+    UnlockInstantiation(AdminTarget),
+    /// Like lock, but the active components finish their work first (QUIESCING).
+    ///
+    /// Example: nines admin shutdown su counter-1
+    Shutdown(AdminTarget),
+    /// Switch over an SI: its standby becomes active, its active becomes standby.
+    ///
+    /// Example: nines admin si-swap counter-si
+    SiSwap {
+        /// The SI.
+        si: String,
+    },
+    /// Restart a component or every component of an SU in place.
+    ///
+    /// Example: nines admin restart component counter-1-app
+    Restart(AdminTarget),
+    /// Clear an SU's fault and restart counters (or a node's failover counter).
+    ///
+    /// Example: nines admin repaired su counter-1
+    Repaired(AdminTarget),
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Validate a model file and put it in force. The same model twice changes nothing; a
+    /// changed model adds, removes and changes entities, restarting only what changed.
+    ///
+    /// Example: nines admin model apply deploy/local/model.toml
+    Apply {
+        /// The model file (TOML).
+        file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct AdminTarget {
+    /// What kind of entity: su, node, si or component.
+    #[arg(value_parser = ["su", "node", "si", "component"])]
+    kind: String,
+    /// Its name in the model.
+    name: String,
 }
 
 #[derive(Subcommand)]
@@ -200,8 +296,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Status => status(&endpoints, cli.output).await,
         Cmd::Members(a) => members_cmd::run(a, &endpoints, cli.output).await,
         Cmd::Admin(AdminCmd::Node(n)) => admin_node(&endpoints, n, cli.output).await,
+        Cmd::Admin(a) => admin_amf(&endpoints, a, cli.output).await,
+        Cmd::Amf(AmfCmd::Status { stale }) => amf_cmd::status(&endpoints, stale, cli.output).await,
+        Cmd::Amf(AmfCmd::History) => amf_cmd::history(&endpoints, cli.output).await,
         Cmd::Bench(b) => run_bench(given.then_some(&endpoints[..]), b, cli.output).await,
         Cmd::Demo => demo::run().await,
+        Cmd::Example(ExampleCmd::Counter) => nines_example_counter::run()
+            .await
+            .map_err(|e| anyhow!("{e}")),
     }
 }
 
@@ -304,6 +406,26 @@ async fn status(endpoints: &[String], format: Format) -> anyhow::Result<()> {
         )
     );
     Ok(())
+}
+
+async fn admin_amf(endpoints: &[String], cmd: AdminCmd, format: Format) -> anyhow::Result<()> {
+    let (op, t) = match cmd {
+        AdminCmd::Node(_) => unreachable!("handled by admin_node"),
+        AdminCmd::Model(ModelCmd::Apply { file }) => {
+            return amf_cmd::apply_model(endpoints, &file, format).await
+        }
+        AdminCmd::SiSwap { si } => {
+            return amf_cmd::admin(endpoints, "si-swap", "si", &si, format).await
+        }
+        AdminCmd::Lock(t) => ("lock", t),
+        AdminCmd::Unlock(t) => ("unlock", t),
+        AdminCmd::LockInstantiation(t) => ("lock-instantiation", t),
+        AdminCmd::UnlockInstantiation(t) => ("unlock-instantiation", t),
+        AdminCmd::Shutdown(t) => ("shutdown", t),
+        AdminCmd::Restart(t) => ("restart", t),
+        AdminCmd::Repaired(t) => ("repaired", t),
+    };
+    amf_cmd::admin(endpoints, op, &t.kind, &t.name, format).await
 }
 
 /// A membership change for the cluster service.

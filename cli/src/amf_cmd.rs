@@ -1,0 +1,296 @@
+//! `nines amf status|history`, `nines admin model apply`, and the AMF admin operations
+//! (`nines admin lock su NAME`, `nines admin si-swap SI`, ...).
+//!
+//! `nines amf status -o json` prints one object:
+//! `{"has_model", "epoch", "sis": [{"name", "sg", "assignment_state", "assignments": [{"su",
+//! "node", "ha_state", "epoch", "pending"}]}], "components": [{"name", "su", "node", "pid"
+//! (null when not running), "presence", "readiness", "restarts"}], "sus": [{"name", "sg", "node",
+//! "admin_state", "oper_state", "readiness"}]}`.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use nines_core::limits;
+use nines_proto::ais_from_status;
+use nines_proto::amf::v1::{
+    amf_client::AmfClient, AdminRequest, AmfStatusReply, AmfStatusRequest, ApplyModelRequest,
+};
+use serde_json::{json, Value};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::output::{table, Format};
+
+/// How long one call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn connect(addr: &str) -> anyhow::Result<AmfClient<Channel>> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("'{addr}' is not a host:port endpoint"))?
+        .connect_timeout(Duration::from_millis(1_500))
+        .timeout(CALL_TIMEOUT)
+        .tcp_nodelay(true);
+    Ok(AmfClient::new(ep.connect_lazy())
+        .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX))
+}
+
+/// Try each endpoint until one answers; a business error from an agent is final.
+async fn first_answer<T, F, Fut>(endpoints: &[String], mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut(AmfClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut last = anyhow!("no endpoints given (use --endpoints host:port,...)");
+    for ep in endpoints {
+        match call(connect(ep)?).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && s.metadata().get(nines_proto::AIS_CODE_HEADER).is_none() =>
+            {
+                last = anyhow!("{ep}: {}", s.message());
+            }
+            Err(s) => return Err(anyhow!("{}", ais_from_status(&s))),
+        }
+    }
+    Err(last.context("no agent answered; is the cluster running?"))
+}
+
+/// The AMF status from any endpoint (linearizable unless `stale`).
+pub async fn fetch_status(endpoints: &[String], stale: bool) -> anyhow::Result<AmfStatusReply> {
+    first_answer(endpoints, |mut c| async move {
+        c.status(AmfStatusRequest { stale }).await
+    })
+    .await
+}
+
+/// `nines amf status`.
+pub async fn status(endpoints: &[String], stale: bool, format: Format) -> anyhow::Result<()> {
+    let st = fetch_status(endpoints, stale).await?;
+    match format {
+        Format::Json => println!("{}", status_json(&st)),
+        Format::Table => println!("{}", status_table(&st)),
+    }
+    Ok(())
+}
+
+/// `nines amf history`.
+pub async fn history(endpoints: &[String], format: Format) -> anyhow::Result<()> {
+    let st = fetch_status(endpoints, false).await?;
+    match format {
+        Format::Json => {
+            let v: Vec<Value> = st
+                .history
+                .iter()
+                .map(|h| {
+                    json!({"index": h.index, "time_ms": h.time_ms, "kind": h.kind,
+                           "entity": h.entity, "text": h.text})
+                })
+                .collect();
+            println!("{}", Value::Array(v));
+        }
+        Format::Table => {
+            let rows: Vec<Vec<String>> = st
+                .history
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.index.to_string(),
+                        h.time_ms.to_string(),
+                        h.kind.clone(),
+                        h.entity.clone(),
+                        h.text.clone(),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(&["INDEX", "TIME MS", "KIND", "ENTITY", "WHAT"], &rows)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The JSON form of the status (the shape documented at the top of this module).
+pub fn status_json(st: &AmfStatusReply) -> Value {
+    json!({
+        "has_model": !st.empty,
+        "epoch": st.epoch,
+        "sis": st.sis.iter().map(|s| json!({
+            "name": s.name,
+            "sg": s.sg,
+            "assignment_state": s.assignment_state,
+            "assignments": s.assignments.iter().map(|a| json!({
+                "su": a.su,
+                "node": a.node,
+                "ha_state": a.ha_state,
+                "epoch": a.epoch,
+                "pending": if a.pending.is_empty() { Value::Null } else { json!(a.pending) },
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "components": st.components.iter().map(|c| json!({
+            "name": c.name,
+            "su": c.su,
+            "node": c.node,
+            "pid": if c.running { json!(c.pid) } else { Value::Null },
+            "presence": c.presence,
+            "readiness": c.readiness,
+            "restarts": c.restart_count,
+        })).collect::<Vec<_>>(),
+        "sus": st.sus.iter().map(|s| json!({
+            "name": s.name,
+            "sg": s.sg,
+            "node": s.node,
+            "admin_state": s.admin_state,
+            "oper_state": s.oper_state,
+            "readiness": s.readiness,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The table form of the status.
+pub fn status_table(st: &AmfStatusReply) -> String {
+    if st.empty {
+        return "no AMF model is applied; apply one with `nines admin model apply FILE`".into();
+    }
+    let sis: Vec<Vec<String>> = st
+        .sis
+        .iter()
+        .map(|s| {
+            let a: Vec<String> = s
+                .assignments
+                .iter()
+                .map(|a| {
+                    let pending = if a.pending.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" -> {}", a.pending)
+                    };
+                    format!(
+                        "{}@{} {}{} (epoch {})",
+                        a.su, a.node, a.ha_state, pending, a.epoch
+                    )
+                })
+                .collect();
+            vec![
+                s.name.clone(),
+                s.sg.clone(),
+                s.assignment_state.clone(),
+                a.join(", "),
+            ]
+        })
+        .collect();
+    let sus: Vec<Vec<String>> = st
+        .sus
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.sg.clone(),
+                s.node.clone(),
+                s.admin_state.clone(),
+                s.oper_state.clone(),
+                s.readiness.clone(),
+            ]
+        })
+        .collect();
+    let comps: Vec<Vec<String>> = st
+        .components
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.su.clone(),
+                c.node.clone(),
+                if c.running {
+                    c.pid.to_string()
+                } else {
+                    "-".into()
+                },
+                c.presence.clone(),
+                c.readiness.clone(),
+                c.restart_count.to_string(),
+            ]
+        })
+        .collect();
+    format!(
+        "{}\n\n{}\n\n{}",
+        table(&["SI", "SG", "STATE", "ASSIGNMENTS"], &sis),
+        table(&["SU", "SG", "NODE", "ADMIN", "OPER", "READINESS"], &sus),
+        table(
+            &[
+                "COMPONENT",
+                "SU",
+                "NODE",
+                "PID",
+                "PRESENCE",
+                "READINESS",
+                "RESTARTS"
+            ],
+            &comps
+        )
+    )
+}
+
+/// `nines admin model apply FILE`.
+pub async fn apply_model(
+    endpoints: &[String],
+    file: &std::path::Path,
+    format: Format,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the model file {}", file.display()))?;
+    let source = file.display().to_string();
+    // Validate here first: every problem at once, before anything is sent.
+    nines_agent::parse_model(&text, &source).map_err(|e| anyhow!("{}", e.message))?;
+    let reply = first_answer(endpoints, |mut c| {
+        let req = ApplyModelRequest {
+            toml: text.clone(),
+            source: source.clone(),
+        };
+        async move { c.apply_model(req).await }
+    })
+    .await?;
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"changed": reply.changed, "changes": reply.changes, "index": reply.index})
+        ),
+        Format::Table if !reply.changed => println!("model unchanged (already in force)"),
+        Format::Table => {
+            for c in &reply.changes {
+                println!("{c}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An AMF admin operation.
+pub async fn admin(
+    endpoints: &[String],
+    operation: &str,
+    kind: &str,
+    target: &str,
+    format: Format,
+) -> anyhow::Result<()> {
+    let reply = first_answer(endpoints, |mut c| {
+        let req = AdminRequest {
+            operation: operation.to_string(),
+            target_kind: kind.to_string(),
+            target: target.to_string(),
+        };
+        async move { c.admin(req).await }
+    })
+    .await?;
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"operation": operation, "target_kind": kind, "target": target,
+                   "message": reply.message, "index": reply.index})
+        ),
+        Format::Table => println!("{operation} {kind} {target}: {}", reply.message),
+    }
+    Ok(())
+}

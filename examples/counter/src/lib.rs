@@ -1,0 +1,166 @@
+//! The counter: the smallest useful nines application, built only on the SDK.
+//!
+//! Run as a component of a 2N service group (see `deploy/local/model.toml`), each instance
+//! opens a session with its agent. The one the cluster makes **active** counts up every
+//! `COUNT_INTERVAL` and checkpoints the value with its assignment's epoch; the **standby** waits.
+//! When the active dies, the standby is made active, reads the checkpoint and continues from the
+//! last acknowledged value: nothing counted is lost, and a stale active (an older epoch) cannot
+//! overwrite the new one's progress.
+//!
+//! Environment (set by the agent): `NINES_COMPONENT`, `NINES_SOCKET`, `NINES_ENDPOINTS` (the
+//! checkpoint service). Optional: `NINES_COUNTER_DIR`, a directory where each instance appends
+//! its HA transitions and acknowledged values to `<component>.log` (one line each:
+//! `<unix ms> <event> <si> <value or HA state> <epoch>`), which drills and tests read to check
+//! that no two instances were active at once and that no acknowledged value was lost.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nines_sdk::{
+    Attributes, Callbacks, CheckpointClient, CsiSet, ErrorCode, HaState, OpenOptions, Session,
+};
+
+/// How often the active instance counts (and checkpoints).
+pub const COUNT_INTERVAL: Duration = Duration::from_millis(100);
+/// The checkpoint section holding the value.
+pub const SECTION: &str = "value";
+
+/// What the instance is doing now.
+#[derive(Debug, Clone, Default)]
+struct Role {
+    /// (si, epoch) while active.
+    active: Option<(String, u64)>,
+}
+
+struct Shared {
+    role: Mutex<Role>,
+    wake: tokio::sync::Notify,
+    log: Option<PathBuf>,
+}
+
+impl Shared {
+    fn note(&self, line: &str) {
+        let Some(path) = &self.log else {
+            return;
+        };
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{ms} {line}");
+        }
+    }
+}
+
+struct Counter(Arc<Shared>);
+
+impl Callbacks for Counter {
+    async fn csi_set(&self, set: CsiSet) -> Result<(), String> {
+        let s = &self.0;
+        let ha = set.ha_state.as_str().to_lowercase();
+        s.note(&format!("set {} {ha} {}", set.si, set.epoch));
+        let mut role = s.role.lock().expect("role lock");
+        role.active = (set.ha_state == HaState::Active).then(|| (set.si.clone(), set.epoch));
+        drop(role);
+        s.wake.notify_one();
+        Ok(())
+    }
+
+    async fn csi_remove(&self, si: &str, _csi: &str) -> Result<(), String> {
+        let s = &self.0;
+        s.note(&format!("remove {si} - 0"));
+        s.role.lock().expect("role lock").active = None;
+        Ok(())
+    }
+
+    async fn terminate(&self) -> Result<(), String> {
+        let s = &self.0;
+        s.note("terminate - - 0");
+        s.role.lock().expect("role lock").active = None;
+        Ok(())
+    }
+}
+
+/// Run the counter until the agent asks it to terminate (Ok) or the session breaks (Err).
+pub async fn run() -> Result<(), String> {
+    let component = std::env::var("NINES_COMPONENT").unwrap_or_else(|_| "counter".into());
+    let log = std::env::var_os("NINES_COUNTER_DIR")
+        .map(PathBuf::from)
+        .map(|d| d.join(format!("{component}.log")));
+    let shared = Arc::new(Shared {
+        role: Mutex::new(Role::default()),
+        wake: tokio::sync::Notify::new(),
+        log,
+    });
+    let session = Session::connect(Counter(shared.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
+    shared.note(&format!("registered {} - 0", session.node()));
+    let worker = tokio::spawn(count(shared.clone()));
+    let result = session.closed().await.map_err(|e| e.to_string());
+    worker.abort();
+    result
+}
+
+/// The active's loop: resume from the checkpoint, then count and checkpoint with the epoch.
+async fn count(shared: Arc<Shared>) {
+    let client = match CheckpointClient::from_env().await {
+        Ok(c) => c,
+        Err(e) => {
+            shared.note(&format!("no-checkpoints - {e} 0"));
+            return;
+        }
+    };
+    loop {
+        let Some((si, epoch)) = shared.role.lock().expect("role lock").active.clone() else {
+            shared.wake.notified().await;
+            continue;
+        };
+        if let Err(e) = serve(&shared, &client, &si, epoch).await {
+            shared.note(&format!("error {si} {} {epoch}", e.replace(' ', "_")));
+            tokio::time::sleep(COUNT_INTERVAL).await;
+        }
+    }
+}
+
+/// Count while this instance stays active at `epoch`.
+async fn serve(
+    shared: &Shared,
+    client: &CheckpointClient,
+    si: &str,
+    epoch: u64,
+) -> Result<(), String> {
+    let name = format!("counter-{si}");
+    let cp = client
+        .open(&name, OpenOptions::create(Attributes::default()))
+        .await
+        .map_err(|e| e.to_string())?
+        .with_epoch(epoch);
+    let mut value: u64 = match cp.read(SECTION).await {
+        Ok(v) => String::from_utf8_lossy(&v).parse().unwrap_or(0),
+        Err(e) if e.code() == Some(ErrorCode::NotExist) => 0,
+        Err(e) => return Err(e.to_string()),
+    };
+    shared.note(&format!("resumed {si} {value} {epoch}"));
+    loop {
+        let still = shared.role.lock().expect("role lock").active.clone();
+        if still.as_ref().map(|(s, e)| (s.as_str(), *e)) != Some((si, epoch)) {
+            return Ok(());
+        }
+        value += 1;
+        cp.write(SECTION, value.to_string().into_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        shared.note(&format!("wrote {si} {value} {epoch}"));
+        tokio::time::sleep(COUNT_INTERVAL).await;
+    }
+}
