@@ -80,6 +80,11 @@ pub(super) fn start<M: StateMachine + 'static, L: ComponentLink>(
     let shared = shared.clone();
     tokio::spawn(async move {
         let report = start_inner(&shared, &plan, held).await;
+        if let PresenceReport::Instantiated { pid } = report {
+            if plan.def.healthcheck_period_ms > 0 {
+                tokio::spawn(healthchecks(shared.clone(), plan.clone(), pid));
+            }
+        }
         propose(
             &shared,
             AmfCommand::Presence {
@@ -158,6 +163,36 @@ async fn start_inner<M: StateMachine + 'static, L: ComponentLink>(
         }
     }
     PresenceReport::Instantiated { pid }
+}
+
+/// AMF-invoked healthchecks: every period, while this process is the component's, ask it; a
+/// failed or unanswered (hung) healthcheck is a component error.
+async fn healthchecks<M: StateMachine + 'static, L: ComponentLink>(
+    shared: Arc<Shared<M, L>>,
+    plan: ComponentPlan,
+    pid: u32,
+) {
+    let period = Duration::from_millis(plan.def.healthcheck_period_ms);
+    let timeout = Duration::from_millis(plan.def.healthcheck_timeout_ms.max(1));
+    loop {
+        tokio::time::sleep(period).await;
+        let current = shared.local.lock().await.get(&plan.name).copied();
+        if current.map(|l| (l.incarnation, l.pid)) != Some((plan.incarnation, pid)) {
+            return;
+        }
+        let inv = Invocation::Healthcheck { key: "amf".into() };
+        if let Err(e) = shared.link.invoke(&plan.name, inv, timeout).await {
+            let cmd = AmfCommand::ComponentError {
+                component: plan.name.clone(),
+                incarnation: plan.incarnation,
+                recommended: Recovery::NoRecommendation,
+                reason: format!("healthcheck failed: {e}"),
+                detected_at_ms: now_ms(),
+            };
+            propose(&shared, cmd).await;
+            return;
+        }
+    }
 }
 
 fn non_empty(s: &str) -> Option<&str> {

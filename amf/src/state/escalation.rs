@@ -54,13 +54,23 @@ impl AmfState {
             rec = Recovery::ComponentFailover;
         }
         if rec == Recovery::ComponentFailover {
-            if let Some(done) = self.try_su_failover(ctx, comp, &su, &node) {
+            let cause = (format!("{comp}: {reason}"), detected_at_ms);
+            if let Some(done) = self.try_su_failover(ctx, comp, &su, &node, cause) {
                 return done;
             }
             rec = Recovery::NodeFailover;
         }
+        if rec == Recovery::NodeSwitchover {
+            let cause = (format!("{comp}: {reason}"), detected_at_ms);
+            self.node_switchover(ctx, comp, &su, &node, cause);
+            return AmfResponse::Done {
+                message: format!("node {node} switched over"),
+            };
+        }
         let text = format!("node failover of {node} ({comp}: {reason})");
         self.record(ctx, ctx.time_ms, HistoryKind::Decided, &node, text);
+        let cause = format!("{comp}: {reason}");
+        self.track_node_failover(&node, cause, detected_at_ms, ctx.time_ms);
         self.node_failover(ctx, &node);
         let _ = rec;
         AmfResponse::Done {
@@ -107,6 +117,7 @@ impl AmfState {
         comp: &str,
         su: &str,
         node: &str,
+        cause: (String, u64),
     ) -> Option<AmfResponse> {
         let sg = self.sg_of_su(su)?;
         let model = self.model.as_ref()?;
@@ -133,6 +144,14 @@ impl AmfState {
             s.instantiated = false;
             s.out = Some(OutReason::Faulted);
         }
+        let holds_active = self.sgs.get(&sg).is_some_and(|e| {
+            policy::susis(&e.rt)
+                .iter()
+                .any(|(_, s, ha, _)| s == su && *ha == HaState::Active)
+        });
+        if holds_active {
+            self.start_failover(&sg, cause.0, cause.1, ctx.time_ms);
+        }
         let how = if abrupt {
             "SU failover"
         } else {
@@ -157,6 +176,64 @@ impl AmfState {
         Some(AmfResponse::Done {
             message: format!("{how} of {su}"),
         })
+    }
+
+    /// Node switchover (SEMANTICS.md §4.2): the faulty SU fails over as its `failover` setting
+    /// says; every other SU of the node that holds assignments moves away gracefully (quiesced
+    /// first) and is repaired once its assignments are removed.
+    fn node_switchover(
+        &mut self,
+        ctx: ApplyContext,
+        comp: &str,
+        su: &str,
+        node: &str,
+        cause: (String, u64),
+    ) {
+        let text = format!("node switchover of {node} ({})", cause.0);
+        self.record(ctx, ctx.time_ms, HistoryKind::Decided, node, text);
+        self.track_node_failover(node, cause.0.clone(), cause.1, ctx.time_ms);
+        let abrupt = self
+            .model
+            .as_ref()
+            .and_then(|m| m.su(su))
+            .is_some_and(|s| s.failover);
+        let others: Vec<String> = self
+            .sus_on_node(node)
+            .into_iter()
+            .filter(|x| x != su && self.su_has_assignments(x))
+            .collect();
+        let faulty = [(su.to_string(), abrupt)];
+        let rest = others.into_iter().map(|x| (x, false));
+        for (x, abrupt) in faulty.into_iter().chain(rest) {
+            let Some(sg) = self.sg_of_su(&x) else {
+                continue;
+            };
+            if x == su {
+                if abrupt {
+                    self.restart_su(&x);
+                } else {
+                    self.restart_component(comp);
+                }
+            }
+            if let Some(r) = self.sus.get_mut(&x) {
+                if x == su {
+                    r.instantiated = false;
+                }
+                r.out = Some(OutReason::Faulted);
+            }
+            let recovery = if abrupt {
+                FaultRecovery::SuFailover
+            } else {
+                FaultRecovery::CompFailover
+            };
+            self.run_event(ctx, &sg, SgEvent::SuFault { su: x, recovery });
+        }
+    }
+
+    fn su_has_assignments(&self, su: &str) -> bool {
+        self.sgs
+            .values()
+            .any(|e| policy::susis(&e.rt).iter().any(|(_, s, _, _)| s == su))
     }
 
     /// Every SU of `node` fails over abruptly; its components are cleaned up.

@@ -23,8 +23,8 @@ use crate::policy::{self, Ack, MsgKind, SgConfig, SgEvent, SgRuntime};
 
 pub use command::{AdminOp, AmfCommand, AmfResponse, PresenceReport, Recovery, TargetKind};
 pub use runtime::{
-    CompRuntime, Counter, Directive, HistoryEntry, HistoryKind, NodeRuntime, OutReason, Presence,
-    SuRuntime,
+    CompRuntime, Counter, Directive, FailoverTrack, HistoryEntry, HistoryKind, NodeRuntime,
+    OutReason, Presence, SuRuntime, Timeline,
 };
 pub use view::{
     AmfStatus, AssignmentView, ComponentPlan, ComponentView, CsiPlan, DirectivePlan, HeldCsi,
@@ -70,6 +70,8 @@ pub struct AmfState {
     pub cluster_up: BTreeSet<String>,
     /// Recent history, oldest first.
     pub history: VecDeque<HistoryEntry>,
+    /// Failovers waiting for their new active to confirm, by SG.
+    pub failovers: BTreeMap<String, FailoverTrack>,
     /// Bumped after every applied command that changed something (not replicated).
     #[serde(skip)]
     changed: Option<watch::Sender<u64>>,
@@ -89,6 +91,7 @@ impl Clone for AmfState {
             nodes: self.nodes.clone(),
             cluster_up: self.cluster_up.clone(),
             history: self.history.clone(),
+            failovers: self.failovers.clone(),
             changed: None,
         }
     }
@@ -197,6 +200,8 @@ impl AmfState {
             node,
             format!("node {why}"),
         );
+        let cause = format!("node {node} {why}");
+        self.track_node_failover(node, cause, ctx.time_ms, ctx.time_ms);
         self.fail_node(ctx, node);
         self.notify();
     }
@@ -326,7 +331,12 @@ impl AmfState {
                     .filter(|x| self.sg_of_su(x).as_deref() == Some(sg.as_str()))
                     .all(|x| self.sus.get(x).is_some_and(|r| r.instantiated));
                 if ready {
-                    for x in self.sus_on_node(&node) {
+                    let mine: Vec<String> = self
+                        .sus_on_node(&node)
+                        .into_iter()
+                        .filter(|x| self.sg_of_su(x).as_deref() == Some(sg.as_str()))
+                        .collect();
+                    for x in mine {
                         if let Some(r) = self.sus.get_mut(&x) {
                             if r.out == Some(OutReason::NodeLost) {
                                 r.out = None;
@@ -342,6 +352,24 @@ impl AmfState {
                     self.repair_su(ctx, su);
                 }
             }
+        }
+    }
+
+    /// After a graceful failover, a faulted SU whose components still run is repaired once its
+    /// last assignment is removed (SEMANTICS.md §4.5).
+    fn repair_if_released(&mut self, ctx: ApplyContext, sg: &str, su: &str) {
+        let Some(s) = self.sus.get(su) else {
+            return;
+        };
+        if s.out != Some(OutReason::Faulted) || !s.instantiated {
+            return;
+        }
+        let Some(e) = self.sgs.get(sg) else {
+            return;
+        };
+        let holds = policy::susis(&e.rt).iter().any(|(_, x, _, _)| x == su);
+        if !holds && e.cfg.auto_repair {
+            self.repair_su(ctx, su);
         }
     }
 
@@ -470,6 +498,9 @@ impl AmfState {
             d.su
         );
         self.record(ctx, done_at_ms, HistoryKind::Confirmed, &d.si, text);
+        if matches!(d.kind, MsgKind::Active(_)) {
+            self.finish_failover(ctx, &d, done_at_ms);
+        }
         let kind = match d.kind {
             MsgKind::Quiescing => MsgKind::Quiesced,
             k => k,
@@ -485,6 +516,9 @@ impl AmfState {
         };
         let out = policy::acknowledge(&entry.cfg, &mut entry.rt, &ack);
         self.after_outcome(ctx, &d.sg, out);
+        if d.kind == MsgKind::Remove {
+            self.repair_if_released(ctx, &d.sg, &d.su);
+        }
         AmfResponse::Done {
             message: String::new(),
         }
@@ -570,6 +604,60 @@ impl AmfState {
         self.epochs.retain(|k, _| live.contains(k));
     }
 
+    /// Remember that `sg` is failing over (until its new active confirms).
+    fn start_failover(&mut self, sg: &str, cause: String, detected_ms: u64, decided_ms: u64) {
+        self.failovers
+            .entry(sg.to_string())
+            .or_insert(FailoverTrack {
+                cause,
+                detected_ms,
+                decided_ms,
+            });
+    }
+
+    /// The new active of `d.sg` confirmed: record the failover's timeline.
+    fn finish_failover(&mut self, ctx: ApplyContext, d: &Directive, confirmed_ms: u64) {
+        let Some(t) = self.failovers.remove(&d.sg) else {
+            return;
+        };
+        let timeline = Timeline {
+            detected_ms: t.detected_ms,
+            decided_ms: t.decided_ms,
+            confirmed_ms,
+        };
+        let text = format!(
+            "{} active on {} (epoch {}) after {}: decided +{} ms, confirmed +{} ms",
+            d.si,
+            d.su,
+            d.epoch,
+            t.cause,
+            t.decided_ms.saturating_sub(t.detected_ms),
+            confirmed_ms.saturating_sub(t.detected_ms)
+        );
+        self.record(ctx, confirmed_ms, HistoryKind::Failover, &d.si, text);
+        if let Some(last) = self.history.back_mut() {
+            last.timeline = Some(timeline);
+        }
+    }
+
+    /// Track a failover in every SG that has an active on `node`.
+    fn track_node_failover(&mut self, node: &str, cause: String, detected: u64, decided: u64) {
+        let sgs: Vec<String> = self
+            .sgs
+            .iter()
+            .filter(|(_, e)| {
+                policy::susis(&e.rt).iter().any(|(_, su, ha, _)| {
+                    *ha == policy::HaState::Active
+                        && e.cfg.sus.iter().any(|s| &s.name == su && s.node == node)
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for sg in sgs {
+            self.start_failover(&sg, cause.clone(), detected, decided);
+        }
+    }
+
     fn record(
         &mut self,
         ctx: ApplyContext,
@@ -587,6 +675,7 @@ impl AmfState {
             kind,
             entity: entity.to_string(),
             text,
+            timeline: None,
         });
     }
 

@@ -147,6 +147,31 @@ pub struct HistoryEntry {
     pub entity: String,
     /// Details for people.
     pub text: String,
+    /// For a completed failover: when it was detected, decided and confirmed.
+    pub timeline: Option<Timeline>,
+}
+
+/// A failover's timeline (ms since the Unix epoch; detection and confirmation on the node
+/// directors' clocks, the decision on the proposer's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// The failure was seen (process exit, failed callback, node declared down).
+    pub detected_ms: u64,
+    /// The cluster decided the recovery (the command's time stamp).
+    pub decided_ms: u64,
+    /// The new active confirmed its assignment.
+    pub confirmed_ms: u64,
+}
+
+/// A failover in progress in one SG, until its new active confirms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverTrack {
+    /// What failed.
+    pub cause: String,
+    /// When it was seen.
+    pub detected_ms: u64,
+    /// When the recovery was decided.
+    pub decided_ms: u64,
 }
 
 /// Kinds of history entries (drills and benchmarks look for these).
@@ -168,4 +193,6 @@ pub enum HistoryKind {
     Model,
     /// An SI's unassigned alarm was raised or cleared.
     Alarm,
+    /// A failover completed: the new active confirmed (the entry carries the timeline).
+    Failover,
 }
