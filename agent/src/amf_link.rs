@@ -126,7 +126,20 @@ pub(crate) fn forward_events(hub: &SessionHub) -> mpsc::Receiver<LinkEvent> {
                     recommended: recovery(recommended),
                     reason,
                 },
-                SessionEvent::HealthcheckConfirm { .. } => continue,
+                SessionEvent::HealthcheckConfirm {
+                    component,
+                    key,
+                    healthy,
+                } => {
+                    if healthy {
+                        continue;
+                    }
+                    LinkEvent::ErrorReport {
+                        component,
+                        recommended: Recovery::NoRecommendation,
+                        reason: format!("it reported healthcheck '{key}' unhealthy"),
+                    }
+                }
             };
             if tx.send(ev).await.is_err() {
                 return;

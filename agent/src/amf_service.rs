@@ -211,6 +211,9 @@ pub fn status_proto(st: AmfStatus) -> AmfStatusReply {
                 kind: format!("{:?}", h.kind).to_lowercase(),
                 entity: h.entity,
                 text: h.text,
+                detected_ms: h.timeline.map(|t| t.detected_ms).unwrap_or(0),
+                decided_ms: h.timeline.map(|t| t.decided_ms).unwrap_or(0),
+                confirmed_ms: h.timeline.map(|t| t.confirmed_ms).unwrap_or(0),
             })
             .collect(),
     }

@@ -83,8 +83,18 @@ pub async fn history(endpoints: &[String], format: Format) -> anyhow::Result<()>
                 .history
                 .iter()
                 .map(|h| {
-                    json!({"index": h.index, "time_ms": h.time_ms, "kind": h.kind,
-                           "entity": h.entity, "text": h.text})
+                    let mut v = json!({"index": h.index, "time_ms": h.time_ms, "kind": h.kind,
+                                       "entity": h.entity, "text": h.text});
+                    if h.confirmed_ms > 0 {
+                        v["timeline"] = json!({
+                            "detected_ms": h.detected_ms,
+                            "decided_ms": h.decided_ms,
+                            "confirmed_ms": h.confirmed_ms,
+                            "decided_after_ms": h.decided_ms.saturating_sub(h.detected_ms),
+                            "confirmed_after_ms": h.confirmed_ms.saturating_sub(h.detected_ms),
+                        });
+                    }
+                    v
                 })
                 .collect();
             println!("{}", Value::Array(v));

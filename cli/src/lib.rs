@@ -8,12 +8,14 @@
 //! - [`members_cmd`]: `nines members [--watch]` and `nines admin node drain` (membership
 //!   tracking, built on nines-sdk).
 //! - [`amf_cmd`]: `nines amf status|history`, `nines admin model apply`, AMF admin operations.
+//! - [`bench_amf`]: `nines bench amf`, AMF failover timelines (component or node kill).
 //! - [`bench_ckpt`]: `nines bench ckpt`, checkpoint throughput and latency.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod amf_cmd;
 pub mod bench;
+pub mod bench_amf;
 pub mod bench_ckpt;
 pub mod ckpt_cmd;
 pub mod client;

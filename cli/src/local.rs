@@ -39,6 +39,9 @@ pub struct LocalOptions {
     pub keep: bool,
     /// An AMF model file every agent applies at first start (`amf_model`).
     pub amf_model: Option<PathBuf>,
+    /// An AMF model's text, written to `model.toml` in the cluster's directory and used as
+    /// `amf_model` (instead of `amf_model`).
+    pub amf_model_text: Option<String>,
     /// Extra environment for the agents (their components inherit it).
     pub env: Vec<(String, String)>,
 }
@@ -94,6 +97,12 @@ impl LocalCluster {
         let mut peers = Vec::new();
         for id in 1..=n {
             peers.push((id, format!("127.0.0.1:{}", free_port()?)));
+        }
+        let mut opts = opts;
+        if let Some(text) = opts.amf_model_text.take() {
+            let path = root.join("model.toml");
+            fs::write(&path, text)?;
+            opts.amf_model = Some(path);
         }
         let mut nodes = Vec::new();
         for (id, addr) in &peers {

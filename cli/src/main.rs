@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
 use nines_cli::{
-    amf_cmd, bench, bench_ckpt, ckpt_cmd, client,
+    amf_cmd, bench, bench_amf, bench_ckpt, ckpt_cmd, client,
     local::{LocalCluster, LocalOptions},
     members_cmd,
     output::{table, Format},
@@ -264,6 +264,19 @@ enum BenchCmd {
         /// Number of leader kills.
         #[arg(long, default_value_t = 10)]
         trials: usize,
+    },
+    /// AMF failover of the counter example's 2N SI on a throw-away local 3-node cluster: kill -9
+    /// the active component (or, with --node-kill, its whole agent) and time detected, decided
+    /// and standby-confirmed-active from the kill.
+    ///
+    /// Example: cargo run --release -- bench amf --trials 50
+    Amf {
+        /// Number of kills.
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Kill the active's whole agent (node loss) instead of its component.
+        #[arg(long)]
+        node_kill: bool,
     },
 }
 
@@ -557,6 +570,36 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
             .await?;
             let ms = out.iter().map(|t| t.ms).collect();
             print_trials(format, "detect", "pause → agreed down", &out, ms)?;
+            Ok(())
+        }
+        BenchCmd::Amf { trials, node_kill } => {
+            let mut cluster = bench_amf::start_counter_cluster(&bin)?;
+            let what = if node_kill { "node" } else { "component" };
+            if format == Format::Table {
+                eprintln!(
+                    "local cluster in {}; {trials} kills of the active {what}",
+                    cluster.root().display()
+                );
+            }
+            let table_out = format == Format::Table;
+            let out = bench_amf::run(&mut cluster, trials, node_kill, |t| {
+                if table_out {
+                    println!(
+                        "trial {:>2}: killed {} → detected {:>5.0} ms, decided {:>5.0} ms, {} \
+                         active {:>5.0} ms",
+                        t.trial,
+                        t.killed_su,
+                        t.detected_ms,
+                        t.decided_ms,
+                        t.new_active_su,
+                        t.confirmed_ms
+                    );
+                }
+            })
+            .await?;
+            let ms = out.iter().map(|t| t.confirmed_ms).collect();
+            let label = format!("kill -9 of the active {what} → standby confirmed active");
+            print_trials(format, "amf", &label, &out, ms)?;
             Ok(())
         }
         BenchCmd::Failover { trials } => {

@@ -34,9 +34,13 @@ struct Amf {
 
 impl Amf {
     fn start() -> Amf {
+        Amf::start_with(model_path())
+    }
+
+    fn start_with(model: PathBuf) -> Amf {
         let counter_dir = tempfile::tempdir().expect("tempdir");
         let opts = LocalOptions {
-            amf_model: Some(model_path()),
+            amf_model: Some(model),
             env: vec![(
                 "NINES_COUNTER_DIR".into(),
                 counter_dir.path().display().to_string(),
@@ -294,6 +298,7 @@ async fn losing_the_active_node_promotes_the_standby_and_admin_operations_work()
         .await;
     let (active, standby, epoch2) = settled(&st).expect("settled");
     assert!(epoch2 > epoch);
+    let _ = epoch2;
 
     eprintln!("phase: bad input is refused with a reason, nothing changes");
     let out = nines(&["admin", "lock", "su", "no-such-su", "--endpoints", &ep]);
@@ -338,7 +343,41 @@ async fn losing_the_active_node_promotes_the_standby_and_admin_operations_work()
         Some((active.clone(), standby.clone()))
     );
 
+    eprintln!("phase: lock the active's SU: switchover without loss");
+    let locked_at = now_ms();
+    let out = nines(&["admin", "lock", "su", &active, "--endpoints", &ep]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = amf
+        .wait_for("switched over by the lock", |s| {
+            settled(s).is_some_and(|(a, b, _)| a == standby && b != active)
+        })
+        .await;
+    let (old_comp, _) = component_of(&st, &active);
+    let (new_comp, _) = component_of(&st, &standby);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    check_no_loss_and_no_overlap(&amf, &old_comp, &new_comp, locked_at);
+    let out = nines(&["admin", "unlock", "su", &active, "--endpoints", &ep]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = amf
+        .wait_for("unlocked SU back in service", |s| {
+            s["sus"]
+                .as_array()
+                .is_some_and(|v| v.iter().all(|x| x["admin_state"] == "unlocked"))
+                && settled(s).is_some()
+        })
+        .await;
+    let (_, _, epoch2) = settled(&st).expect("settled");
+
     eprintln!("phase: kill -9 the active's node");
+    let (active, standby, _) = settled(&st).expect("settled");
     let node = node_id(&st, &active);
     let killed_at = now_ms();
     amf.c.kill(node).expect("kill the active's agent");
@@ -353,4 +392,104 @@ async fn losing_the_active_node_promotes_the_standby_and_admin_operations_work()
     let (new_comp, _) = component_of(&st, &standby);
     tokio::time::sleep(Duration::from_millis(500)).await;
     check_no_loss_and_no_overlap(&amf, &old_comp, &new_comp, killed_at);
+}
+
+/// The deploy model with a fault injected into one component (and extra component keys).
+fn faulty_model(dir: &Path, comp: &str, fault: &str, extra: &str) -> PathBuf {
+    let text = std::fs::read_to_string(model_path()).expect("model");
+    let anchor = format!("name = \"{comp}\"\n");
+    assert!(text.contains(&anchor));
+    let text = text.replace(
+        &anchor,
+        &format!("{anchor}env = {{ NINES_COUNTER_FAULT = \"{fault}\" }}\n{extra}"),
+    );
+    let p = dir.join(format!("model-{fault}.toml"));
+    std::fs::write(&p, text).expect("write model");
+    p
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_ignoring_terminate_is_cleaned_up_and_a_hung_healthcheck_recovers() {
+    let models = tempfile::tempdir().expect("tempdir");
+    let model = faulty_model(
+        models.path(),
+        "counter-3-app",
+        "ignore-terminate",
+        "terminate_timeout_ms = 500\ncleanup_timeout_ms = 2000\n",
+    );
+    let amf = Amf::start_with(model);
+    let st = amf
+        .wait_for("2N assignment", |s| settled(s).is_some())
+        .await;
+    let ep = amf.endpoints();
+
+    eprintln!("phase: lock + lock-instantiation of the spare whose component ignores terminate");
+    let (_, pid) = component_of(&st, "counter-3");
+    assert!(pid > 0 && pid_alive(pid));
+    for op in ["lock", "lock-instantiation"] {
+        let out = nines(&["admin", op, "su", "counter-3", "--endpoints", &ep]);
+        assert!(
+            out.status.success(),
+            "{op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    amf.wait_for("counter-3 terminated", |s| {
+        s["components"].as_array().is_some_and(|v| {
+            v.iter().any(|c| {
+                c["name"] == "counter-3-app"
+                    && c["presence"] == "uninstantiated"
+                    && c["pid"].is_null()
+            })
+        })
+    })
+    .await;
+    let deadline = Instant::now() + LONG;
+    while pid_alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !pid_alive(pid),
+        "the component that ignored terminate is still running"
+    );
+    let logs = amf.counter_logs();
+    assert!(
+        logs["counter-3-app"]
+            .iter()
+            .any(|l| l.1 == "terminate-ignored"),
+        "the terminate callback was invoked and ignored: {logs:#?}"
+    );
+    drop(amf);
+
+    eprintln!("phase: a hung healthcheck on the active triggers its failover");
+    let model = faulty_model(
+        models.path(),
+        "counter-1-app",
+        "hang-healthcheck",
+        "healthcheck_period_ms = 300\nhealthcheck_timeout_ms = 300\n",
+    );
+    let amf = Amf::start_with(model);
+    let st = amf
+        .wait_for("the active moved off the hung SU", |s| {
+            settled(s).is_some_and(|(a, _, _)| a != "counter-1")
+        })
+        .await;
+    let out = nines(&[
+        "amf",
+        "history",
+        "-o",
+        "json",
+        "--endpoints",
+        &amf.endpoints(),
+    ]);
+    let h = String::from_utf8_lossy(&out.stdout);
+    assert!(h.contains("healthcheck failed"), "{h}");
+    let _ = st;
 }

@@ -12,6 +12,10 @@
 //! its HA transitions and acknowledged values to `<component>.log` (one line each:
 //! `<unix ms> <event> <si> <value or HA state> <epoch>`), which drills and tests read to check
 //! that no two instances were active at once and that no acknowledged value was lost.
+//!
+//! Fault injection for drills and tests: `NINES_COUNTER_FAULT=ignore-terminate` makes the
+//! instance ignore SIGTERM and never answer the terminate callback (the agent must clean it
+//! up); `NINES_COUNTER_FAULT=hang-healthcheck` makes it never answer a healthcheck.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -36,7 +40,16 @@ struct Role {
     active: Option<(String, u64)>,
 }
 
+/// Injected misbehaviour (`NINES_COUNTER_FAULT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    IgnoreTerminate,
+    HangHealthcheck,
+}
+
 struct Shared {
+    fault: Fault,
     role: Mutex<Role>,
     wake: tokio::sync::Notify,
     log: Option<PathBuf>,
@@ -84,8 +97,20 @@ impl Callbacks for Counter {
 
     async fn terminate(&self) -> Result<(), String> {
         let s = &self.0;
+        if s.fault == Fault::IgnoreTerminate {
+            s.note("terminate-ignored - - 0");
+            std::future::pending::<()>().await;
+        }
         s.note("terminate - - 0");
         s.role.lock().expect("role lock").active = None;
+        Ok(())
+    }
+
+    async fn healthcheck(&self, _key: &str) -> Result<(), String> {
+        if self.0.fault == Fault::HangHealthcheck {
+            self.0.note("healthcheck-hung - - 0");
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
 }
@@ -96,7 +121,19 @@ pub async fn run() -> Result<(), String> {
     let log = std::env::var_os("NINES_COUNTER_DIR")
         .map(PathBuf::from)
         .map(|d| d.join(format!("{component}.log")));
+    let fault = match std::env::var("NINES_COUNTER_FAULT").as_deref() {
+        Ok("ignore-terminate") => Fault::IgnoreTerminate,
+        Ok("hang-healthcheck") => Fault::HangHealthcheck,
+        _ => Fault::None,
+    };
+    // Ignoring SIGTERM: a handler that does nothing replaces the default (exit).
+    let _sigterm = if fault == Fault::IgnoreTerminate {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
+        fault,
         role: Mutex::new(Role::default()),
         wake: tokio::sync::Notify::new(),
         log,

@@ -1,0 +1,174 @@
+//! `nines bench amf`: failover of the counter example's 2N SI on a throw-away local 3-node
+//! cluster. Each trial kills the active (its component with `kill -9`, or with `--node-kill` its
+//! whole agent), then reads the failover's timeline from the AMF history: detected (process exit
+//! seen, or node declared down), decided, and the standby confirming active. Times are measured
+//! from the kill, on this machine's wall clock (the agents run here too).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use nines_proto::amf::v1::AmfStatusReply;
+use serde::Serialize;
+
+use crate::amf_cmd::fetch_status;
+use crate::local::{LocalCluster, LocalOptions};
+
+/// The counter example's model (deploy/local/model.toml), embedded so that the benchmark and the
+/// demo need no files.
+pub const COUNTER_MODEL: &str = include_str!("../../deploy/local/model.toml");
+/// The counter's SI.
+pub const COUNTER_SI: &str = "counter-si";
+/// How long one trial may take before the benchmark gives up.
+const TRIAL_LIMIT: Duration = Duration::from_secs(30);
+
+/// One trial's timeline, in ms after the kill.
+#[derive(Debug, Clone, Serialize)]
+pub struct AmfTrial {
+    /// Trial number (1-based).
+    pub trial: usize,
+    /// The SU whose component (or node) was killed.
+    pub killed_su: String,
+    /// The SU that became active.
+    pub new_active_su: String,
+    /// Kill → failure detected.
+    pub detected_ms: f64,
+    /// Kill → recovery decided.
+    pub decided_ms: f64,
+    /// Kill → new active confirmed.
+    pub confirmed_ms: f64,
+}
+
+/// A local cluster running the counter example (its model written into the cluster's dir).
+pub fn start_counter_cluster(bin: &std::path::Path) -> anyhow::Result<LocalCluster> {
+    let opts = LocalOptions {
+        amf_model_text: Some(COUNTER_MODEL.to_string()),
+        ..Default::default()
+    };
+    LocalCluster::start(bin, 3, opts)
+}
+
+/// The SI's settled (nothing in flight) active and standby SUs.
+pub fn settled(st: &AmfStatusReply) -> Option<(String, String)> {
+    let si = st.sis.iter().find(|s| s.name == COUNTER_SI)?;
+    if si.assignments.iter().any(|a| !a.pending.is_empty()) {
+        return None;
+    }
+    let one = |ha: &str| {
+        let v: Vec<&str> = si
+            .assignments
+            .iter()
+            .filter(|a| a.ha_state == ha)
+            .map(|a| a.su.as_str())
+            .collect();
+        (v.len() == 1).then(|| v[0].to_string())
+    };
+    Some((one("active")?, one("standby")?))
+}
+
+/// Wait until the SI has a settled active and standby.
+pub async fn wait_settled(endpoints: &[String], limit: Duration) -> anyhow::Result<AmfStatusReply> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(st) = fetch_status(endpoints, false).await {
+            if settled(&st).is_some() {
+                return Ok(st);
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("the counter SI has no settled active and standby within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Run `trials` failovers; `on_trial` sees each as it completes.
+pub async fn run(
+    c: &mut LocalCluster,
+    trials: usize,
+    node_kill: bool,
+    mut on_trial: impl FnMut(&AmfTrial),
+) -> anyhow::Result<Vec<AmfTrial>> {
+    let mut out = Vec::new();
+    for trial in 1..=trials {
+        let eps = c.endpoints();
+        let st = wait_settled(&eps, TRIAL_LIMIT).await?;
+        let (active, _) = settled(&st).ok_or_else(|| anyhow!("not settled"))?;
+        let seen = st.history.iter().map(|h| h.index).max().unwrap_or(0);
+        let node = st
+            .sus
+            .iter()
+            .find(|s| s.name == active)
+            .map(|s| s.node.clone())
+            .ok_or_else(|| anyhow!("no SU {active}"))?;
+        let node_id: u64 = node.trim_start_matches('n').parse()?;
+        let killed_at = now_ms();
+        if node_kill {
+            c.kill(node_id)?;
+        } else {
+            let pid = st
+                .components
+                .iter()
+                .find(|x| x.su == active && x.running)
+                .map(|x| x.pid)
+                .ok_or_else(|| anyhow!("the active SU {active} has no running component"))?;
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )?;
+        }
+        let t = wait_failover(c, seen, trial, &active, killed_at).await?;
+        on_trial(&t);
+        out.push(t);
+        if node_kill {
+            c.spawn(node_id)?;
+        }
+    }
+    Ok(out)
+}
+
+async fn wait_failover(
+    c: &LocalCluster,
+    seen: u64,
+    trial: usize,
+    killed_su: &str,
+    killed_at: u64,
+) -> anyhow::Result<AmfTrial> {
+    let deadline = Instant::now() + TRIAL_LIMIT;
+    let ms = |t: u64| t.saturating_sub(killed_at) as f64;
+    loop {
+        if let Ok(st) = fetch_status(&c.endpoints(), true).await {
+            let done = st
+                .history
+                .iter()
+                .find(|h| h.kind == "failover" && h.index > seen && h.confirmed_ms > 0);
+            if let Some(h) = done {
+                let new_active = st
+                    .sis
+                    .iter()
+                    .find(|s| s.name == COUNTER_SI)
+                    .and_then(|s| s.assignments.iter().find(|a| a.ha_state == "active"))
+                    .map(|a| a.su.clone())
+                    .unwrap_or_default();
+                return Ok(AmfTrial {
+                    trial,
+                    killed_su: killed_su.to_string(),
+                    new_active_su: new_active,
+                    detected_ms: ms(h.detected_ms),
+                    decided_ms: ms(h.decided_ms),
+                    confirmed_ms: ms(h.confirmed_ms),
+                });
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("trial {trial}: no failover confirmed within {TRIAL_LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
