@@ -186,6 +186,10 @@ where
         let Some(local) = local else {
             return;
         };
+        // The error proposed below (or the stop that expected this exit) speaks for this
+        // incarnation: reconcile must not report it lost as well.
+        self.lost_reported
+            .insert((exit.component.clone(), local.incarnation));
         if exit.expected {
             return;
         }
@@ -324,11 +328,9 @@ where
         {
             return;
         }
-        let _ = self
-            .shared
-            .sup
-            .cleanup(&plan.name, None, &BTreeMap::new(), Duration::from_secs(1))
-            .await;
+        if let Some(pid) = plan.pid {
+            kill_orphan(&plan.name, pid);
+        }
         let cmd = AmfCommand::ComponentError {
             component: plan.name.clone(),
             incarnation: plan.incarnation,
@@ -337,6 +339,27 @@ where
             detected_at_ms: now_ms(),
         };
         tasks::propose_in_background(&self.shared, cmd);
+    }
+}
+
+/// A component process left running by a previous run of this agent (it was spawned as its
+/// own process group leader): kill its group, but only if `pid` still leads a process group and
+/// carries this component's `NINES_COMPONENT` (a reused pid is someone else's process).
+fn kill_orphan(component: &str, pid: u32) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::{getpgid, Pid};
+    let p = Pid::from_raw(pid as i32);
+    let tag = format!("NINES_COMPONENT={component}");
+    let ours = std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|kv| kv == tag.as_bytes()))
+        .unwrap_or(false);
+    if ours && getpgid(Some(p)).ok() == Some(p) {
+        tracing::warn!(
+            component,
+            pid,
+            "killing a component left by a previous agent run"
+        );
+        let _ = killpg(p, Signal::SIGKILL);
     }
 }
 

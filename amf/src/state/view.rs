@@ -103,6 +103,8 @@ pub struct ComponentPlan {
     pub should_run: bool,
     /// Presence as the cluster knows it.
     pub presence: Presence,
+    /// Its process id as the cluster knows it.
+    pub pid: Option<u32>,
     /// Its definition (commands, env, timeouts).
     pub def: ComponentDef,
     /// CSI attributes it may be given, for its environment.
@@ -266,6 +268,7 @@ impl AmfState {
                 incarnation: c.incarnation,
                 should_run,
                 presence: c.presence,
+                pid: c.pid,
                 def: def.clone(),
                 attributes: component_attributes(model, name),
             });
