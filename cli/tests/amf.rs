@@ -92,6 +92,14 @@ impl Amf {
         );
     }
 
+    /// No agent restarted in these stories, so no component may have been reported as left
+    /// unsupervised (that would be a director misreading its own lagging view).
+    fn assert_no_spurious_faults(&self) {
+        let out = nines(&["amf", "history", "--endpoints", &self.endpoints()]);
+        let h = String::from_utf8_lossy(&out.stdout);
+        assert!(!h.contains("no longer supervised"), "{h}");
+    }
+
     /// The counter's log lines per component: (ms, event, si, value, epoch).
     fn counter_logs(&self) -> BTreeMap<String, Vec<LogLine>> {
         let mut out = BTreeMap::new();
@@ -388,6 +396,7 @@ async fn losing_the_active_node_promotes_the_standby_and_admin_operations_work()
         .await;
     let (_, new_standby, _) = settled(&st).expect("settled");
     assert_ne!(new_standby, active, "the lost node's SU is not standby");
+    amf.assert_no_spurious_faults();
     let (old_comp, _) = component_of(&st, &active);
     let (new_comp, _) = component_of(&st, &standby);
     tokio::time::sleep(Duration::from_millis(500)).await;

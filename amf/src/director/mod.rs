@@ -99,7 +99,9 @@ pub struct Director<M: StateMachine, L: ComponentLink> {
     busy: HashSet<String>,
     /// Directives being delivered.
     inflight: HashSet<u64>,
-    /// (component, incarnation) whose loss of supervision was reported already.
+    /// (component, incarnation) this director run started, stopped, saw exit, or reported
+    /// lost: only an incarnation it never handled can be a process left by a previous run (the
+    /// local view may lag its own reports, so "instantiated but not here" alone proves nothing).
     lost_reported: HashSet<(String, u64)>,
     /// Fenced: no starts, actives quiesced and stopped.
     fenced: bool,
@@ -272,6 +274,8 @@ where
             match running {
                 Some(l) if l.incarnation != plan.incarnation || !plan.should_run => {
                     self.busy.insert(plan.name.clone());
+                    self.lost_reported
+                        .insert((plan.name.clone(), l.incarnation));
                     let graceful = l.incarnation == plan.incarnation;
                     tasks::stop(&self.shared, plan.clone(), graceful);
                 }
@@ -284,6 +288,8 @@ where
                         continue;
                     }
                     self.busy.insert(plan.name.clone());
+                    self.lost_reported
+                        .insert((plan.name.clone(), plan.incarnation));
                     let held = view
                         .held
                         .iter()
