@@ -75,7 +75,8 @@ pub use membership::{
 };
 pub use nines_core::{AisError, ErrorCode};
 pub use session::{
-    Callbacks, CsiSet, Descriptor, HaState, Recovery, Session, COMPONENT_ENV, SOCKET_ENV,
+    Callbacks, CsiSet, Descriptor, HaState, Kicker, Progress, Recovery, Session, COMPONENT_ENV,
+    SOCKET_ENV,
 };
 pub use types::{
     Attributes, CheckpointStatus, OpenOptions, SectionData, SectionInfo, SectionRead, SectionWrite,

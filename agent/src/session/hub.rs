@@ -70,6 +70,15 @@ pub enum SessionEvent {
         /// Whether it is healthy.
         healthy: bool,
     },
+    /// The component kicked its watchdog (the SDK coalesces kicks: a few of these per
+    /// watchdog period, only while the component's work loop makes progress). See
+    /// [`SessionHub::last_kick`].
+    Kick {
+        /// The component.
+        component: String,
+        /// Its kicks so far in this session (only grows within a session).
+        count: u64,
+    },
 }
 
 /// The agent's side of the component sessions: the node director says which process it started
@@ -108,10 +117,19 @@ pub(crate) struct Inner {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Component → the pid the agent started it as (its process group leader).
-    expected: HashMap<String, u32>,
+    /// Component → the process the agent started it as, and its watchdog.
+    expected: HashMap<String, Expected>,
     /// Component → its live session.
     live: HashMap<String, Live>,
+}
+
+/// What the node director told the hub about one component it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Expected {
+    /// The pid the agent started it as (its process group leader).
+    pid: u32,
+    /// Its watchdog period, told to it in `Registered` (0 = none).
+    watchdog_ms: u64,
 }
 
 /// One registered session. Dropping it closes the session: the outbound stream ends once the
@@ -125,6 +143,8 @@ struct Live {
     in_flight: Arc<Semaphore>,
     /// Invocation id → where its answer goes.
     pending: HashMap<u64, oneshot::Sender<InvocationResponse>>,
+    /// When the session's highest kick count arrived, and that count (`None` before any).
+    last_kick: Option<(Instant, u64)>,
     /// Dropped with the session: wakes its reader.
     _close: oneshot::Sender<()>,
 }
@@ -164,10 +184,23 @@ impl SessionHub {
     /// The node director started `component` as process `pid` (the process group leader: the
     /// agent spawns components with `process_group(0)`). Only that process, or one in its group,
     /// may register as `component`. A live session registered against another pid (a previous
-    /// instance) is closed.
+    /// instance) is closed. The component has no watchdog ([`SessionHub::expect_with`] with
+    /// `watchdog_ms` 0).
     pub fn expect(&self, component: &str, pid: u32) {
+        self.expect_with(component, pid, 0);
+    }
+
+    /// As [`SessionHub::expect`], for a component with a watchdog: it is told `watchdog_ms` when
+    /// it registers, and its SDK then kicks a few times per `watchdog_ms` while its work loop
+    /// makes progress ([`SessionEvent::Kick`], [`SessionHub::last_kick`]). `watchdog_ms` 0
+    /// means no watchdog. The hub only records the kicks; deciding that a component missed its
+    /// watchdog is the node director's.
+    ///
+    /// A new `watchdog_ms` reaches a component only when it next registers.
+    pub fn expect_with(&self, component: &str, pid: u32, watchdog_ms: u64) {
         let mut st = self.inner.lock();
-        st.expected.insert(component.to_string(), pid);
+        st.expected
+            .insert(component.to_string(), Expected { pid, watchdog_ms });
         if st.live.get(component).is_some_and(|l| l.pid != pid) {
             st.live.remove(component);
             drop(st);
@@ -194,6 +227,14 @@ impl SessionHub {
     /// Whether `component` has a live session.
     pub fn is_registered(&self, component: &str) -> bool {
         self.inner.lock().live.contains_key(component)
+    }
+
+    /// When `component`'s live session last raised its kick count, and the count then (its
+    /// kicks so far in this session). `None` when it has no live session or has not kicked in
+    /// it: a new session starts without kicks, so a watchdog deadline should run from the
+    /// registration until the first kick.
+    pub fn last_kick(&self, component: &str) -> Option<(Instant, u64)> {
+        self.inner.lock().live.get(component)?.last_kick
     }
 
     /// The session events from now on.
@@ -343,7 +384,11 @@ impl Inner {
             ));
         }
         let mut st = self.lock();
-        let Some(&expected) = st.expected.get(component) else {
+        let Some(Expected {
+            pid: expected,
+            watchdog_ms,
+        }) = st.expected.get(component).copied()
+        else {
             return Err(Status::not_found(format!(
                 "no component {component} is instantiated on this node; components are started \
                  by the agent, which sets NINES_COMPONENT"
@@ -356,6 +401,7 @@ impl Inner {
                 component: component.to_string(),
                 node: self.node.clone(),
                 lease_ms: self.lease_ms,
+                watchdog_ms,
             })),
         };
         tx.try_send(Ok(registered))
@@ -368,6 +414,7 @@ impl Inner {
             outbound: tx,
             in_flight: Arc::new(Semaphore::new(INVOCATIONS_IN_FLIGHT_MAX)),
             pending: HashMap::new(),
+            last_kick: None,
             _close: close_tx,
         };
         if let Some(old) = st.live.insert(component.to_string(), live) {
@@ -402,6 +449,33 @@ impl Inner {
                 let _ = tx.send(r);
             }
             None => tracing::debug!(component, id = r.invocation, "late or unknown answer"),
+        }
+    }
+
+    /// A kick from `component`'s session `session`, with its count so far: recorded and
+    /// announced when the count grew (a count that did not grow, or from a replaced session, is
+    /// dropped: the SDK's counts only grow).
+    pub(crate) fn kick(&self, component: &str, session: u64, count: u64) {
+        let grew = {
+            let mut st = self.lock();
+            match st.live.get_mut(component) {
+                Some(live) if live.id == session => {
+                    let grew = live.last_kick.is_none_or(|(_, last)| count > last);
+                    if grew {
+                        live.last_kick = Some((Instant::now(), count));
+                    }
+                    grew
+                }
+                _ => false,
+            }
+        };
+        if grew {
+            self.emit(SessionEvent::Kick {
+                component: component.to_string(),
+                count,
+            });
+        } else {
+            tracing::debug!(component, session, count, "stale kick dropped");
         }
     }
 

@@ -141,6 +141,7 @@ async fn read(
                 key: h.key,
                 healthy: h.healthy,
             }),
+            Some(Msg::Kick(k)) => hub.kick(&component, session, k.count),
             Some(Msg::Register(_)) | None => {
                 tracing::warn!(%component, "unexpected message on a registered session: closed");
                 break;

@@ -20,6 +20,12 @@ use super::CsiSet;
 ///   as a failed component.
 pub trait Callbacks: Send + Sync + 'static {
     /// Take the HA state `set.ha_state` for CSI `set.csi` of SI `set.si`, fenced by `set.epoch`.
+    ///
+    /// Besides the agent's, the SDK makes one call of its own: when the agent's lease expires
+    /// after the session broke, it sets each CSI still held active or quiescing to
+    /// [`HaState::Quiesced`](crate::HaState::Quiesced) (same epoch, no descriptor, no
+    /// attributes), so the component stops acting active through this same code path; then it
+    /// calls [`Callbacks::supervision_lost`].
     fn csi_set(&self, set: CsiSet) -> impl Future<Output = Result<(), String>> + Send;
 
     /// Stop serving CSI `csi` of SI `si` and release what it holds.
@@ -37,7 +43,20 @@ pub trait Callbacks: Send + Sync + 'static {
 
     /// The session to the agent broke (the agent stopped or restarted) without a terminate.
     /// The component keeps its assignments for at most the agent's lease
-    /// ([`Session::lease_ms`](crate::Session::lease_ms)); an active should stop acting active
-    /// once that passes. Does nothing by default. Must not block.
+    /// ([`Session::lease_ms`](crate::Session::lease_ms)); once that passes, the SDK quiesces
+    /// what it holds active ([`Callbacks::csi_set`] to QUIESCED) and calls
+    /// [`Callbacks::supervision_lost`]. Does nothing by default. Must not block.
     fn agent_lost(&self) {}
+
+    /// The agent's lease expired after the session broke (without a terminate): nothing
+    /// supervises this component any more, and the cluster may have made another component
+    /// active in its place. Called once, after the SDK set every CSI the component held active
+    /// or quiescing to QUIESCED through [`Callbacks::csi_set`] (in order with the other CSI
+    /// callbacks: after any still running returns). Never called when the session ended with a
+    /// terminate.
+    ///
+    /// After this the component should exit (the next agent restarts it) or stay passive until
+    /// it is restarted; it must not act active again on its own. Does nothing by default. Must
+    /// not block.
+    fn supervision_lost(&self) {}
 }

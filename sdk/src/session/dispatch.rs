@@ -1,10 +1,16 @@
 //! The session's two tasks: the dispatcher reads the agent's messages and routes each invocation;
 //! the ordered worker runs CSI set / remove / terminate one at a time, in arrival order.
 //! Healthchecks run beside them (a few at once), so a long CSI set does not starve them.
+//!
+//! When the session breaks, the dispatcher tells the callbacks at once and queues the lease's
+//! expiry behind the ordered work, so the SDK's own CSI set to QUIESCED never runs beside an
+//! application's CSI callback. Invocations still queued then are dropped: their answers cannot
+//! reach the agent, and a CSI set run after the agent is gone would act unsupervised.
 
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use nines_proto::amf::v1::{
@@ -14,10 +20,11 @@ use nines_proto::amf::v1::{
 use tokio::{
     sync::{mpsc, watch},
     task::JoinSet,
+    time::Instant,
 };
 use tonic::Streaming;
 
-use super::{Callbacks, CsiSet, HaState};
+use super::{lease, Callbacks, CsiSet, HaState};
 use crate::SdkError;
 
 /// Invocations queued to the ordered worker before the dispatcher stops reading (the agent bounds
@@ -25,6 +32,19 @@ use crate::SdkError;
 pub(crate) const ORDERED_QUEUE_LEN: usize = 64;
 /// Healthchecks run at once; more are answered with an error at once.
 const HEALTHCHECKS_IN_FLIGHT_MAX: usize = 8;
+
+/// The ordered worker's work, in the order it is done.
+#[derive(Debug)]
+pub(crate) enum Ordered {
+    /// A CSI set / remove or terminate from the agent.
+    Invocation(Invocation),
+    /// The session broke without a terminate: at `lease_expires`, quiesce what is held active
+    /// and tell the callbacks the component is no longer supervised.
+    AgentLost {
+        /// When the agent's lease, counted from the break, runs out.
+        lease_expires: Instant,
+    },
+}
 
 /// What the session's tasks and its handle share.
 #[derive(Debug)]
@@ -59,6 +79,20 @@ impl Shared {
             .collect()
     }
 
+    /// Record that `si`/`csi` is now in `state` (its epoch unchanged), if it is still held.
+    pub(crate) fn set_state(&self, si: &str, csi: &str, state: HaState) {
+        let mut assignments = self.assignments_mut();
+        if let Some(held) = assignments.get_mut(&(si.to_string(), csi.to_string())) {
+            held.0 = state;
+        }
+    }
+
+    /// Whether the agent still supervises the component: `false` once the session broke without
+    /// a terminate.
+    pub(crate) fn supervised(&self) -> bool {
+        !matches!(&*self.closed.borrow(), Some(Err(_)))
+    }
+
     /// The highest epoch among `si`'s CSIs.
     pub(crate) fn epoch_for(&self, si: &str) -> Option<u64> {
         self.assignments_mut()
@@ -81,13 +115,15 @@ impl Shared {
 }
 
 /// Read the agent's messages until the stream ends or breaks; then, unless the component was
-/// terminated, settle the session as broken and tell the callbacks.
+/// terminated, settle the session as broken, tell the callbacks, and queue the expiry of the
+/// agent's lease (`lease_ms` from now) to the ordered worker.
 pub(crate) async fn dispatch<C: Callbacks>(
     callbacks: Arc<C>,
     shared: Arc<Shared>,
     mut inbound: Streaming<AgentMessage>,
-    ordered: mpsc::Sender<Invocation>,
+    ordered: mpsc::Sender<Ordered>,
     outbound: mpsc::Sender<ComponentMessage>,
+    lease_ms: u64,
 ) {
     let mut healthchecks = JoinSet::new();
     let why = loop {
@@ -124,7 +160,7 @@ pub(crate) async fn dispatch<C: Callbacks>(
                 });
             }
             _ => {
-                if ordered.send(invocation).await.is_err() {
+                if ordered.send(Ordered::Invocation(invocation)).await.is_err() {
                     break "the session's worker stopped".to_string();
                 }
             }
@@ -137,20 +173,42 @@ pub(crate) async fn dispatch<C: Callbacks>(
         shared.component
     ));
     if shared.close(Err(lost)) {
-        tracing::warn!(component = %shared.component, %why, "agent lost");
+        let lease_expires = Instant::now() + Duration::from_millis(lease_ms);
+        tracing::warn!(component = %shared.component, %why, lease_ms, "agent lost");
         callbacks.agent_lost();
+        if ordered
+            .send(Ordered::AgentLost { lease_expires })
+            .await
+            .is_err()
+        {
+            tracing::error!(component = %shared.component, "the session's worker stopped");
+        }
     }
 }
 
 /// Run CSI set / remove / terminate invocations one at a time, in order, until the dispatcher
-/// stops.
+/// stops; after a break, the lease's expiry.
 pub(crate) async fn run_ordered<C: Callbacks>(
     callbacks: Arc<C>,
     shared: Arc<Shared>,
-    mut queue: mpsc::Receiver<Invocation>,
+    mut queue: mpsc::Receiver<Ordered>,
     outbound: mpsc::Sender<ComponentMessage>,
 ) {
-    while let Some(invocation) = queue.recv().await {
+    while let Some(work) = queue.recv().await {
+        let invocation = match work {
+            Ordered::Invocation(i) if !shared.supervised() => {
+                tracing::warn!(
+                    component = %shared.component, id = i.id,
+                    "invocation dropped: the session to the agent broke before it ran"
+                );
+                continue;
+            }
+            Ordered::Invocation(i) => i,
+            Ordered::AgentLost { lease_expires } => {
+                lease::expire(&*callbacks, &shared, lease_expires).await;
+                continue;
+            }
+        };
         let result = match invocation.kind {
             Some(Kind::CsiSet(wire)) => csi_set(&*callbacks, &shared, wire).await,
             Some(Kind::CsiRemove(r)) => {

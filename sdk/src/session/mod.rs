@@ -8,6 +8,16 @@
 //! errors on itself ([`Session::report_error`]) and confirm its health
 //! ([`Session::confirm_healthcheck`]).
 //!
+//! A component with a watchdog ([`Session::watchdog_ms`] > 0) kicks it from its work loop: a
+//! [`Kicker`] (or better, a [`Progress`] advanced once per loop iteration) costs one atomic
+//! increment, and the session sends the count to the agent a few times per watchdog period. Kick
+//! from the work itself, never from a timer task, or a stuck loop is not caught.
+//!
+//! If the agent goes away without terminating the component, [`Callbacks::agent_lost`] is called
+//! at once; once the agent's lease ([`Session::lease_ms`]) has passed, the SDK sets every CSI
+//! still held active to QUIESCED through [`Callbacks::csi_set`] and calls
+//! [`Callbacks::supervision_lost`]: the component is no longer supervised and should exit.
+//!
 //! ```no_run
 //! use nines_sdk::{Callbacks, CsiSet, Session};
 //!
@@ -28,7 +38,10 @@
 //!
 //! # async fn demo() -> Result<(), nines_sdk::SdkError> {
 //! let session = Session::connect(Orders).await?;
-//! // ... serve, putting session.epoch_for("orders") on checkpoint writes ...
+//! let progress = session.kicker().progress();
+//! // ... serve, putting session.epoch_for("orders") on checkpoint writes, and calling
+//! // progress.advance() at the top of each turn of the work loop ...
+//! # progress.advance();
 //! session.closed().await?; // Ok once the agent asked the component to terminate
 //! # Ok(())
 //! # }
@@ -37,22 +50,27 @@
 mod callbacks;
 mod connect;
 mod dispatch;
+mod lease;
 mod types;
+mod watchdog;
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{atomic::AtomicU64, Arc},
     time::Duration,
 };
 
 use nines_core::{AisError, ErrorCode};
 use nines_proto::amf::v1::{
     component_message, ComponentMessage, ErrorReport, HealthcheckConfirm, Recovery as PbRecovery,
+    Registered,
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use callbacks::Callbacks;
 pub use types::{CsiSet, Descriptor, HaState, Recovery};
+pub use watchdog::Kicker;
+pub use watchdog::Progress;
 
 use crate::SdkError;
 use dispatch::Shared;
@@ -78,9 +96,13 @@ pub struct Session {
     shared: Arc<Shared>,
     node: String,
     lease_ms: u64,
+    /// The component's watchdog period from the agent (0 = none).
+    watchdog_ms: u64,
+    /// Kicks the session's kick count, which the flusher sends.
+    kicker: Kicker,
     outbound: mpsc::Sender<ComponentMessage>,
-    /// The dispatcher and the ordered worker: aborted on drop.
-    tasks: [JoinHandle<()>; 2],
+    /// The dispatcher, the ordered worker and the kick flusher: aborted on drop.
+    tasks: [JoinHandle<()>; 3],
 }
 
 impl std::fmt::Debug for Session {
@@ -89,6 +111,7 @@ impl std::fmt::Debug for Session {
             .field("component", &self.shared.component)
             .field("node", &self.node)
             .field("lease_ms", &self.lease_ms)
+            .field("watchdog_ms", &self.watchdog_ms)
             .finish_non_exhaustive()
     }
 }
@@ -179,20 +202,36 @@ impl Session {
             queue,
             outbound.clone(),
         ));
+        let Registered {
+            node,
+            lease_ms,
+            watchdog_ms,
+            ..
+        } = opened.registered;
         let dispatcher = tokio::spawn(dispatch::dispatch(
             callbacks,
             shared.clone(),
             opened.inbound,
             ordered,
             outbound.clone(),
+            lease_ms,
         ));
-        tracing::info!(component, node = %opened.registered.node, "component session registered");
+        let kicks = Arc::new(AtomicU64::new(0));
+        let flusher = tokio::spawn(watchdog::flush(
+            shared.clone(),
+            kicks.clone(),
+            watchdog_ms,
+            outbound.clone(),
+        ));
+        tracing::info!(component, %node, lease_ms, watchdog_ms, "component session registered");
         Ok(Session {
             shared,
-            node: opened.registered.node,
-            lease_ms: opened.registered.lease_ms,
+            node,
+            lease_ms,
+            watchdog_ms,
+            kicker: Kicker::new(kicks),
             outbound,
-            tasks: [dispatcher, worker],
+            tasks: [dispatcher, worker, flusher],
         })
     }
 
@@ -209,6 +248,32 @@ impl Session {
     /// The agent's lease: how long the component may keep acting active after losing its agent.
     pub fn lease_ms(&self) -> u64 {
         self.lease_ms
+    }
+
+    /// The component's watchdog period, from the agent: it expects kicks ([`Session::kicker`])
+    /// at least this often. 0 when the component has no watchdog (kicks are then sent every
+    /// 250 ms, and only inform the agent).
+    pub fn watchdog_ms(&self) -> u64 {
+        self.watchdog_ms
+    }
+
+    /// A handle that kicks this session's watchdog, cheap enough for a hot loop; clones and its
+    /// [`Kicker::progress`] markers share the count. Kick from the work loop, not from a timer
+    /// task ([`Progress`] says why).
+    pub fn kicker(&self) -> Kicker {
+        self.kicker.clone()
+    }
+
+    /// Kick this session's watchdog once ([`Kicker::kick`]).
+    pub fn kick(&self) {
+        self.kicker.kick();
+    }
+
+    /// Whether the agent still supervises this component: `false` from the moment the session
+    /// broke without a terminate ([`Callbacks::agent_lost`]). A session that ended with a
+    /// terminate stays supervised: the agent is stopping the component.
+    pub fn supervised(&self) -> bool {
+        self.shared.supervised()
     }
 
     /// The HA state and epoch of each (si, csi), as the callbacks last accepted them (ordered by
