@@ -18,8 +18,8 @@ pub const LINK_EVENTS_LEN: usize = 1_024;
 pub(crate) struct HubLink(pub(crate) SessionHub);
 
 impl ComponentLink for HubLink {
-    fn expect(&self, component: &str, pid: u32) {
-        self.0.expect(component, pid);
+    fn expect(&self, component: &str, pid: u32, watchdog_ms: u64) {
+        self.0.expect_with(component, pid, watchdog_ms);
     }
 
     fn forget(&self, component: &str) {
@@ -140,6 +140,7 @@ pub(crate) fn forward_events(hub: &SessionHub) -> mpsc::Receiver<LinkEvent> {
                         reason: format!("it reported healthcheck '{key}' unhealthy"),
                     }
                 }
+                SessionEvent::Kick { component, .. } => LinkEvent::Kick { component },
             };
             if tx.send(ev).await.is_err() {
                 return;

@@ -8,7 +8,8 @@ use nines_consensus::ReadMode;
 use nines_core::{limits, AisError, ErrorCode};
 use nines_proto::amf::v1::{
     amf_server::Amf, AdminReply, AdminRequest, AmfStatusReply, AmfStatusRequest, ApplyModelReply,
-    ApplyModelRequest, AssignmentStatus, ComponentStatus, HistoryEntry, SiStatus, SuStatus,
+    ApplyModelRequest, AssignmentStatus, ComponentStatus, ComponentWatchdog, HistoryEntry,
+    SiStatus, SuStatus, WatchdogsReply, WatchdogsRequest,
 };
 use nines_proto::status_from_ais;
 use tonic::{Request, Response, Status};
@@ -21,6 +22,10 @@ pub const MODEL_BYTES_MAX: usize = 1024 * 1024;
 /// The AMF operator service.
 pub(crate) struct AmfService {
     pub(crate) amf: AmfHandle,
+    /// This node's name.
+    pub(crate) node: String,
+    /// This node's component watchdogs (from the director).
+    pub(crate) watchdogs: nines_amf::director::WatchdogViews,
 }
 
 fn timeout() -> Duration {
@@ -102,6 +107,25 @@ impl Amf for AmfService {
             .await
             .map_err(|e| status_from_ais(&e.into()))?;
         Ok(Response::new(status_proto(st)))
+    }
+
+    async fn watchdogs(
+        &self,
+        _: Request<WatchdogsRequest>,
+    ) -> Result<Response<WatchdogsReply>, Status> {
+        let views = self.watchdogs.lock().expect("watchdog views lock").clone();
+        Ok(Response::new(WatchdogsReply {
+            node: self.node.clone(),
+            components: views
+                .into_iter()
+                .map(|(name, v)| ComponentWatchdog {
+                    name,
+                    watchdog_ms: v.watchdog_ms,
+                    last_kick_age_ms: v.last_kick_age_ms,
+                    expired: v.expired,
+                })
+                .collect(),
+        }))
     }
 
     async fn admin(&self, req: Request<AdminRequest>) -> Result<Response<AdminReply>, Status> {

@@ -79,6 +79,9 @@ pub struct AgentConfig {
     /// Keep the path short: Unix socket paths are limited to 107 bytes.
     #[serde(default)]
     pub socket: Option<PathBuf>,
+    /// `[watchdog]`: the node's watchdog device (off unless `device` is set).
+    #[serde(default)]
+    pub watchdog: WatchdogSection,
     /// An AMF model file (TOML) to apply when the cluster has none yet (at first start). Later
     /// changes go through `nines admin model apply FILE`. Relative to the config file.
     #[serde(default)]
@@ -92,6 +95,29 @@ fn lease_default() -> LeaseConfig {
         lease_ms: 300,
         drift_margin_ms: 150,
         fence_reaction_ms: 100,
+    }
+}
+
+/// `[watchdog]`: the node watchdog. The agent opens `device`, sets `timeout_s`
+/// (WDIOC_SETTIMEOUT) and kicks it (WDIOC_KEEPALIVE) every `timeout_s / 4` while its main loop is
+/// healthy and the node is not fenced with local components still running; on a clean stop it
+/// writes the magic close, so a planned stop does not reset the node. A hung agent stops kicking
+/// and the device resets the node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchdogSection {
+    /// The device, e.g. "/dev/watchdog" (none: no node watchdog).
+    pub device: Option<PathBuf>,
+    /// The device timeout in seconds (1 ..= 600; default 10).
+    pub timeout_s: u32,
+}
+
+impl Default for WatchdogSection {
+    fn default() -> Self {
+        Self {
+            device: None,
+            timeout_s: 10,
+        }
     }
 }
 
@@ -165,6 +191,12 @@ impl AgentConfig {
         };
         if self.cluster.trim().is_empty() {
             return Err(bad("cluster", "must not be empty".into()));
+        }
+        if !(1..=600).contains(&self.watchdog.timeout_s) {
+            return Err(bad(
+                "watchdog.timeout_s",
+                format!("{} is outside 1 ..= 600 seconds", self.watchdog.timeout_s),
+            ));
         }
         if self.node_id == 0 {
             return Err(bad(

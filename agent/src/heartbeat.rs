@@ -40,6 +40,9 @@ pub(crate) struct LocalHealth {
     pub now_ms: u64,
     /// Whether this node's lease has run out.
     pub fenced: bool,
+    /// When the driver last finished a tick: the agent's main loop is healthy while this is
+    /// recent (the node watchdog and systemd's watchdog are kicked only then).
+    pub last_tick: Option<tokio::time::Instant>,
 }
 
 /// The service side's handle on the driver.
@@ -238,6 +241,7 @@ impl Driver {
         local.views = st.detector.views().collect();
         local.now_ms = now;
         local.fenced = fenced;
+        local.last_tick = Some(Instant::now());
     }
 
     fn sync_peers(&self, st: &mut State, members: &nines_consensus::Members, now: u64) {

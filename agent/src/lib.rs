@@ -19,12 +19,13 @@ mod janitor;
 mod membership;
 mod membership_service;
 mod model_loader;
+mod node_watchdog;
 mod server;
 mod session;
 mod state;
 
 pub use amf_service::{parse_model, status_proto};
-pub use config::{AgentConfig, ConfigError, PeerConfig};
+pub use config::{AgentConfig, ConfigError, PeerConfig, WatchdogSection};
 pub use membership::{AgreedState, Change, ChangeKind, MembershipCommand, MembershipState};
 pub use server::{run, AgentError};
 pub use session::{

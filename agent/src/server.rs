@@ -58,6 +58,9 @@ pub enum AgentError {
     /// The node hit a fatal error and stopped (storage, corruption, bad identity).
     #[error("node stopped: {0}")]
     Fatal(#[from] Fatal),
+    /// The node watchdog device cannot be used.
+    #[error("node watchdog: {0}")]
+    Watchdog(String),
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Server(String),
@@ -123,6 +126,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
     let shared = std::sync::Arc::new(std::sync::Mutex::new(
         crate::heartbeat::LocalHealth::default(),
     ));
+    let shared_health = shared.clone();
     let hb_driver = crate::heartbeat::Driver {
         id: cfg.node_id,
         cluster: cfg.cluster.clone(),
@@ -146,7 +150,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         events,
     });
     let amf_handle = crate::state::amf_handle(proposer_for_services.clone());
-    let director = start_director(
+    let (director, watchdogs, fence_done) = start_director(
         &cfg,
         amf_handle.clone(),
         amf_changed_rx,
@@ -155,9 +159,25 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
     );
     let amf = AmfServer::new(crate::amf_service::AmfService {
         amf: amf_handle.clone(),
+        node: cfg.name.clone(),
+        watchdogs,
     })
     .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
+    let health = crate::node_watchdog::Health {
+        local: shared_health,
+        fence_done,
+        interval: Duration::from_millis(cfg.heartbeat.interval_ms),
+    };
+    let (stop_watchdog, watchdog_signal) = Shutdown::new();
+    let watchdog_task = crate::node_watchdog::start(
+        &cfg,
+        health,
+        proposer_for_services.clone(),
+        &shutdown,
+        watchdog_signal,
+    )
+    .map_err(AgentError::Watchdog)?;
     if let Some(path) = cfg.amf_model.clone() {
         tokio::spawn(crate::model_loader::run(amf_handle, path, shutdown.clone()));
     }
@@ -182,6 +202,11 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
             tracing::info!("shutdown requested: draining requests, stopping components");
             let _ = tokio::time::timeout(grace, &mut server).await;
             let _ = tokio::time::timeout(grace, director).await;
+            // Components are stopped: a planned stop must not reset the node.
+            stop_watchdog.trigger();
+            if let Some(t) = watchdog_task {
+                let _ = tokio::time::timeout(grace, t).await;
+            }
             stop_node.trigger();
             match tokio::time::timeout(grace, &mut driver).await {
                 Ok(Ok(r)) => r?,
@@ -219,7 +244,11 @@ fn start_director(
     changed: tokio::sync::watch::Receiver<u64>,
     fenced: tokio::sync::watch::Receiver<bool>,
     shutdown: &ShutdownSignal,
-) -> tokio::task::JoinHandle<()> {
+) -> (
+    tokio::task::JoinHandle<()>,
+    nines_amf::director::WatchdogViews,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     use nines_amf::director::{Director, DirectorConfig, DirectorInputs};
     let hub = crate::session::SessionHub::new(cfg.name.clone(), cfg.lease.lease_ms);
     let socket = cfg.socket_path();
@@ -249,7 +278,13 @@ fn start_director(
         link_events,
         fenced,
     };
-    tokio::spawn(director.run(inputs, shutdown.clone()))
+    let views = director.watchdog_views();
+    let fence_done = director.fence_done();
+    (
+        tokio::spawn(director.run(inputs, shutdown.clone())),
+        views,
+        fence_done,
+    )
 }
 
 /// Accepted connections with Nagle's algorithm off: every raft round trip is a small message, and

@@ -4,7 +4,8 @@
 //! `nines amf status -o json` prints one object:
 //! `{"has_model", "epoch", "sis": [{"name", "sg", "assignment_state", "assignments": [{"su",
 //! "node", "ha_state", "epoch", "pending"}]}], "components": [{"name", "su", "node", "pid"
-//! (null when not running), "presence", "readiness", "restarts"}], "sus": [{"name", "sg", "node",
+//! (null when not running), "presence", "readiness", "restarts", "watchdog", "watchdog_ms",
+//! "last_kick_age_ms"}], "sus": [{"name", "sg", "node",
 //! "admin_state", "oper_state", "readiness"}]}`.
 
 use std::time::Duration;
@@ -12,8 +13,11 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 use nines_core::limits;
 use nines_proto::ais_from_status;
+use std::collections::BTreeMap;
+
 use nines_proto::amf::v1::{
     amf_client::AmfClient, AdminRequest, AmfStatusReply, AmfStatusRequest, ApplyModelRequest,
+    ComponentStatus, WatchdogsRequest,
 };
 use serde_json::{json, Value};
 use tonic::transport::{Channel, Endpoint};
@@ -64,14 +68,53 @@ pub async fn fetch_status(endpoints: &[String], stale: bool) -> anyhow::Result<A
     .await
 }
 
+/// Node-local component watchdogs, by component: (period ms, last kick age ms, expired).
+pub type Watchdogs = BTreeMap<String, (u64, u64, bool)>;
+
+/// Every reachable agent's component watchdogs (each agent knows only its own components).
+pub async fn fetch_watchdogs(endpoints: &[String]) -> Watchdogs {
+    let mut handles = Vec::new();
+    for ep in endpoints {
+        let ep = ep.clone();
+        handles.push(tokio::spawn(async move {
+            let mut c = connect(&ep).ok()?;
+            let req = tonic::Request::new(WatchdogsRequest {});
+            tokio::time::timeout(Duration::from_secs(1), c.watchdogs(req))
+                .await
+                .ok()?
+                .ok()
+                .map(|r| r.into_inner())
+        }));
+    }
+    let mut out = Watchdogs::new();
+    for h in handles {
+        if let Ok(Some(reply)) = h.await {
+            for c in reply.components {
+                out.insert(c.name, (c.watchdog_ms, c.last_kick_age_ms, c.expired));
+            }
+        }
+    }
+    out
+}
+
 /// `nines amf status`.
 pub async fn status(endpoints: &[String], stale: bool, format: Format) -> anyhow::Result<()> {
     let st = fetch_status(endpoints, stale).await?;
+    let wd = fetch_watchdogs(endpoints).await;
     match format {
-        Format::Json => println!("{}", status_json(&st)),
-        Format::Table => println!("{}", status_table(&st)),
+        Format::Json => println!("{}", status_json_with(&st, &wd)),
+        Format::Table => println!("{}", status_table_with(&st, &wd)),
     }
     Ok(())
+}
+
+fn watchdog_word(c: &ComponentStatus, wd: &Watchdogs) -> (&'static str, Option<u64>) {
+    match wd.get(&c.name) {
+        Some((_, age, true)) => ("expired", Some(*age)),
+        Some((_, age, false)) => ("ok", Some(*age)),
+        None if c.running => ("off", None),
+        None => ("-", None),
+    }
 }
 
 /// `nines amf history`.
@@ -124,6 +167,25 @@ pub async fn history(endpoints: &[String], format: Format) -> anyhow::Result<()>
 
 /// The JSON form of the status (the shape documented at the top of this module).
 pub fn status_json(st: &AmfStatusReply) -> Value {
+    status_json_with(st, &Watchdogs::new())
+}
+
+/// The JSON form, with each component's `watchdog` ("ok" | "expired" | "off" | "-" when not
+/// running), `watchdog_ms` and `last_kick_age_ms` (null when unknown).
+pub fn status_json_with(st: &AmfStatusReply, wd: &Watchdogs) -> Value {
+    let mut v = status_json_core(st);
+    if let Some(comps) = v["components"].as_array_mut() {
+        for (j, c) in comps.iter_mut().zip(&st.components) {
+            let (word, age) = watchdog_word(c, wd);
+            j["watchdog"] = json!(word);
+            j["last_kick_age_ms"] = json!(age);
+            j["watchdog_ms"] = json!(wd.get(&c.name).map(|w| w.0));
+        }
+    }
+    v
+}
+
+fn status_json_core(st: &AmfStatusReply) -> Value {
     json!({
         "has_model": !st.empty,
         "epoch": st.epoch,
@@ -161,6 +223,11 @@ pub fn status_json(st: &AmfStatusReply) -> Value {
 
 /// The table form of the status.
 pub fn status_table(st: &AmfStatusReply) -> String {
+    status_table_with(st, &Watchdogs::new())
+}
+
+/// The table form, with each component's watchdog and last kick age.
+pub fn status_table_with(st: &AmfStatusReply, wd: &Watchdogs) -> String {
     if st.empty {
         return "no AMF model is applied; apply one with `nines admin model apply FILE`".into();
     }
@@ -221,6 +288,10 @@ pub fn status_table(st: &AmfStatusReply) -> String {
                 c.presence.clone(),
                 c.readiness.clone(),
                 c.restart_count.to_string(),
+                match watchdog_word(c, wd) {
+                    (word, Some(age)) => format!("{word} ({age} ms ago)"),
+                    (word, None) => word.to_string(),
+                },
             ]
         })
         .collect();
@@ -236,7 +307,8 @@ pub fn status_table(st: &AmfStatusReply) -> String {
                 "PID",
                 "PRESENCE",
                 "READINESS",
-                "RESTARTS"
+                "RESTARTS",
+                "WATCHDOG (LAST KICK)"
             ],
             &comps
         )

@@ -502,3 +502,92 @@ async fn a_component_ignoring_terminate_is_cleaned_up_and_a_hung_healthcheck_rec
     assert!(h.contains("healthcheck failed"), "{h}");
     let _ = st;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_or_stuck_active_is_caught_by_its_watchdog_and_its_standby_takes_over() {
+    let amf = Amf::start();
+    let st = amf
+        .wait_for("2N assignment", |s| settled(s).is_some())
+        .await;
+    let (active, standby, epoch) = settled(&st).expect("settled");
+
+    eprintln!("phase: every running component kicks its watchdog");
+    let st = amf
+        .wait_for("watchdogs reported", |s| {
+            s["components"].as_array().is_some_and(|v| {
+                v.iter()
+                    .all(|c| c["watchdog"] == "ok" && c["watchdog_ms"] == 1500)
+            })
+        })
+        .await;
+    for c in st["components"].as_array().expect("components") {
+        let age = c["last_kick_age_ms"].as_u64().expect("kick age");
+        assert!(age < 1500, "a healthy component kicked {age} ms ago: {c}");
+    }
+
+    eprintln!("phase: SIGSTOP the active component");
+    let (comp, pid) = component_of(&st, &active);
+    let stopped_at = now_ms();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP");
+    amf.wait_for("the standby took over", |s| {
+        settled(s).is_some_and(|(a, _, e)| a == standby && e > epoch)
+    })
+    .await;
+    let out = nines(&[
+        "amf",
+        "history",
+        "-o",
+        "json",
+        "--endpoints",
+        &amf.endpoints(),
+    ]);
+    let h: Value = serde_json::from_slice(&out.stdout).expect("history json");
+    let entries = h.as_array().expect("entries");
+    let expiry = entries
+        .iter()
+        .find(|e| {
+            e["kind"] == "detected"
+                && e["entity"] == comp.as_str()
+                && e["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("watchdog expired"))
+        })
+        .unwrap_or_else(|| panic!("no watchdog expiry of {comp} in {h:#}"));
+    let detected = expiry["time_ms"].as_u64().expect("time");
+    assert!(
+        detected >= stopped_at + 1_000,
+        "the watchdog fired {} ms after the stop, before a period without kicks had passed",
+        detected.saturating_sub(stopped_at)
+    );
+    eprintln!(
+        "measured: SIGSTOP → watchdog expiry {} ms (period 1500 ms)",
+        detected - stopped_at
+    );
+    let deadline = Instant::now() + LONG;
+    while pid_alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!pid_alive(pid), "the stopped component was not cleaned up");
+    drop(amf);
+
+    eprintln!("phase: an active whose work loop stalls (session still answering) is caught");
+    let models = tempfile::tempdir().expect("tempdir");
+    let model = faulty_model(models.path(), "counter-1-app", "stall-loop", "");
+    let amf = Amf::start_with(model);
+    amf.wait_for("the active moved off the stalled SU", |s| {
+        settled(s).is_some_and(|(a, _, _)| a != "counter-1")
+    })
+    .await;
+    let out = nines(&["amf", "history", "--endpoints", &amf.endpoints()]);
+    let h = String::from_utf8_lossy(&out.stdout);
+    assert!(h.contains("watchdog expired"), "{h}");
+    let logs = amf.counter_logs();
+    assert!(
+        logs["counter-1-app"].iter().any(|l| l.1 == "stalled"),
+        "the stall was injected: {logs:#?}"
+    );
+}

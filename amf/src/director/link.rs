@@ -59,6 +59,11 @@ pub enum LinkEvent {
         /// The component.
         component: String,
     },
+    /// A component kicked its watchdog (coalesced: at most a few per watchdog period).
+    Kick {
+        /// The component.
+        component: String,
+    },
     /// A component reported an error on itself.
     ErrorReport {
         /// The component.
@@ -73,8 +78,8 @@ pub enum LinkEvent {
 /// The component sessions as the director uses them.
 pub trait ComponentLink: Clone + Send + Sync + 'static {
     /// The director spawned `pid` (a process group leader) for `component`: accept its
-    /// registration.
-    fn expect(&self, component: &str, pid: u32);
+    /// registration, and tell it its watchdog period (0 = none) so its SDK paces its kicks.
+    fn expect(&self, component: &str, pid: u32, watchdog_ms: u64);
     /// Forget `component` (its process is gone): close its session.
     fn forget(&self, component: &str);
     /// Whether `component` has a live session.

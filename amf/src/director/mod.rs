@@ -67,7 +67,24 @@ pub struct DirectorInputs {
 struct Local {
     incarnation: u64,
     pid: u32,
+    /// Its watchdog period (0 = none) and the recovery when it expires.
+    watchdog_ms: u64,
+    watchdog_recovery: Recovery,
 }
+
+/// A local component's watchdog as `nines amf status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchdogView {
+    /// Its period.
+    pub watchdog_ms: u64,
+    /// Time since its last kick (or since it was armed).
+    pub last_kick_age_ms: u64,
+    /// It expired and has not been kicked since.
+    pub expired: bool,
+}
+
+/// This node's component watchdogs, by component (shared with the agent's status service).
+pub type WatchdogViews = Arc<std::sync::Mutex<BTreeMap<String, WatchdogView>>>;
 
 /// A finished task's news for the loop.
 #[derive(Debug)]
@@ -105,6 +122,13 @@ pub struct Director<M: StateMachine, L: ComponentLink> {
     lost_reported: HashSet<(String, u64)>,
     /// Fenced: no starts, actives quiesced and stopped.
     fenced: bool,
+    /// Set once the fence reaction finished (every local component stopped); cleared when the
+    /// fence lifts. The node watchdog keeps kicking a fenced node only after this.
+    fence_done: Arc<std::sync::atomic::AtomicBool>,
+    /// Component watchdog deadlines (ms since `origin`).
+    watchdogs: nines_watchdog::DeadlineTable<String>,
+    origin: tokio::time::Instant,
+    views: WatchdogViews,
 }
 
 impl<M, L> Director<M, L>
@@ -131,7 +155,66 @@ where
             inflight: HashSet::new(),
             lost_reported: HashSet::new(),
             fenced: false,
+            fence_done: Arc::default(),
+            watchdogs: nines_watchdog::DeadlineTable::new(),
+            origin: tokio::time::Instant::now(),
+            views: WatchdogViews::default(),
         }
+    }
+
+    /// Whether the fence reaction has finished (see the field).
+    pub fn fence_done(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.fence_done.clone()
+    }
+
+    /// This node's component watchdogs, for status.
+    pub fn watchdog_views(&self) -> WatchdogViews {
+        self.views.clone()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// Publish the watchdog table for status.
+    fn publish_watchdogs(&self) {
+        let now = self.now_ms();
+        let mut views = self.views.lock().expect("watchdog views lock");
+        views.clear();
+        for (name, st) in self.watchdogs.states(now) {
+            views.insert(
+                name,
+                WatchdogView {
+                    watchdog_ms: st.watchdog_ms,
+                    last_kick_age_ms: st.last_kick_age_ms,
+                    expired: st.expired,
+                },
+            );
+        }
+    }
+
+    /// Expired component watchdogs are component errors with the configured recovery.
+    async fn on_watchdog_deadline(&mut self) {
+        let now = self.now_ms();
+        for e in self.watchdogs.expire(now) {
+            let Some(local) = self.shared.local.lock().await.get(&e.key).copied() else {
+                continue;
+            };
+            tracing::warn!(component = %e.key, "watchdog expired");
+            let cmd = AmfCommand::ComponentError {
+                component: e.key.clone(),
+                incarnation: local.incarnation,
+                recommended: local.watchdog_recovery,
+                reason: format!(
+                    "watchdog expired: no kick for {} ms (period {} ms)",
+                    now.saturating_sub(e.last_kick_ms),
+                    e.watchdog_ms
+                ),
+                detected_at_ms: now_ms(),
+            };
+            tasks::propose_in_background(&self.shared, cmd);
+        }
+        self.publish_watchdogs();
     }
 
     /// Run until `shutdown`; then stop every local component (bounded).
@@ -157,8 +240,11 @@ where
                     let fenced = *inputs.fenced.borrow();
                     self.on_fenced(fenced).await;
                 }
+                _ = nines_watchdog::sleep_until_next(&self.watchdogs, self.origin) => {
+                    self.on_watchdog_deadline().await;
+                }
                 // Retries of failed proposals and missed wake-ups: bounded, slow.
-                _ = tick.tick() => {}
+                _ = tick.tick() => self.publish_watchdogs(),
             }
             self.reconcile().await;
         }
@@ -188,6 +274,8 @@ where
         let Some(local) = local else {
             return;
         };
+        self.watchdogs.disarm(&exit.component);
+        self.publish_watchdogs();
         // The error proposed below (or the stop that expected this exit) speaks for this
         // incarnation: reconcile must not report it lost as well.
         self.lost_reported
@@ -210,9 +298,21 @@ where
     async fn on_link(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::Registered { component, pid } => {
+                let local = self.shared.local.lock().await.get(&component).copied();
+                if let Some(l) = local.filter(|l| l.watchdog_ms > 0) {
+                    let now = self.now_ms();
+                    if let Err(e) = self.watchdogs.arm(component.clone(), l.watchdog_ms, now) {
+                        tracing::error!(%component, "cannot watch the component: {e}");
+                    }
+                    self.publish_watchdogs();
+                }
                 if let Some(tx) = self.shared.waiters.lock().await.remove(&component) {
                     let _ = tx.send(pid);
                 }
+            }
+            LinkEvent::Kick { component } => {
+                let now = self.now_ms();
+                self.watchdogs.kick(&component, now);
             }
             LinkEvent::Disconnected { component } => {
                 tracing::debug!(%component, "component session closed");
@@ -240,13 +340,16 @@ where
     /// Fenced: this node may not keep actives. Quiesce them, then kill every local component;
     /// start nothing until the fence lifts (the cluster has failed this node over by then).
     async fn on_fenced(&mut self, fenced: bool) {
+        use std::sync::atomic::Ordering;
         self.fenced = fenced;
         if !fenced {
+            self.fence_done.store(false, Ordering::SeqCst);
             return;
         }
         tracing::error!(node = %self.shared.cfg.node, "fenced: stopping local components");
         let view = self.view().await.unwrap_or_default();
         tasks::fence(&self.shared, &view).await;
+        self.fence_done.store(true, Ordering::SeqCst);
     }
 
     async fn view(&self) -> Option<NodeView> {
@@ -274,6 +377,7 @@ where
             match running {
                 Some(l) if l.incarnation != plan.incarnation || !plan.should_run => {
                     self.busy.insert(plan.name.clone());
+                    self.watchdogs.disarm(&plan.name);
                     self.lost_reported
                         .insert((plan.name.clone(), l.incarnation));
                     let graceful = l.incarnation == plan.incarnation;
@@ -349,8 +453,8 @@ where
 }
 
 /// A component process left running by a previous run of this agent (it was spawned as its
-/// own process group leader): kill its group, but only if `pid` still leads a process group and
-/// carries this component's `NINES_COMPONENT` (a reused pid is someone else's process).
+/// own process group): kill that group, but only if `pid` carries this component's
+/// `NINES_COMPONENT` (a reused pid is someone else's process).
 fn kill_orphan(component: &str, pid: u32) {
     use nix::sys::signal::{killpg, Signal};
     use nix::unistd::{getpgid, Pid};
@@ -359,13 +463,14 @@ fn kill_orphan(component: &str, pid: u32) {
     let ours = std::fs::read(format!("/proc/{pid}/environ"))
         .map(|env| env.split(|b| *b == 0).any(|kv| kv == tag.as_bytes()))
         .unwrap_or(false);
-    if ours && getpgid(Some(p)).ok() == Some(p) {
+    // Components run in their own process group (led by the process the agent spawned).
+    if let (true, Ok(group)) = (ours, getpgid(Some(p))) {
         tracing::warn!(
             component,
             pid,
             "killing a component left by a previous agent run"
         );
-        let _ = killpg(p, Signal::SIGKILL);
+        let _ = killpg(group, Signal::SIGKILL);
     }
 }
 

@@ -80,10 +80,10 @@ pub(super) fn start<M: StateMachine + 'static, L: ComponentLink>(
     let shared = shared.clone();
     tokio::spawn(async move {
         let report = start_inner(&shared, &plan, held).await;
-        if let PresenceReport::Instantiated { pid } = report {
-            if plan.def.healthcheck_period_ms > 0 {
-                tokio::spawn(healthchecks(shared.clone(), plan.clone(), pid));
-            }
+        if matches!(report, PresenceReport::Instantiated { .. })
+            && plan.def.healthcheck_period_ms > 0
+        {
+            tokio::spawn(healthchecks(shared.clone(), plan.clone()));
         }
         propose(
             &shared,
@@ -127,11 +127,16 @@ async fn start_inner<M: StateMachine + 'static, L: ComponentLink>(
         Local {
             incarnation: plan.incarnation,
             pid,
+            watchdog_ms: plan.def.watchdog_ms,
+            watchdog_recovery: plan.def.watchdog_recovery.into(),
         },
     );
-    shared.link.expect(&plan.name, pid);
+    shared.link.expect(&plan.name, pid, plan.def.watchdog_ms);
     let timeout = Duration::from_millis(plan.def.instantiate_timeout_ms);
-    if tokio::time::timeout(timeout, rx).await.is_err() {
+    // The process that registered (the application itself, when the command is a shell that
+    // did not exec it): that is the pid operators see and drills signal.
+    let registered = tokio::time::timeout(timeout, rx).await;
+    if registered.is_err() {
         shared.waiters.lock().await.remove(&plan.name);
         let env = env_of(shared, plan);
         let cleanup = Duration::from_millis(plan.def.cleanup_timeout_ms);
@@ -162,7 +167,11 @@ async fn start_inner<M: StateMachine + 'static, L: ComponentLink>(
             tracing::warn!(component = %plan.name, "re-delivery of {} failed: {e}", h.csi.csi);
         }
     }
-    PresenceReport::Instantiated { pid }
+    let app_pid = match registered {
+        Ok(Ok(p)) => p,
+        _ => pid,
+    };
+    PresenceReport::Instantiated { pid: app_pid }
 }
 
 /// AMF-invoked healthchecks: every period, while this process is the component's, ask it; a
@@ -170,14 +179,13 @@ async fn start_inner<M: StateMachine + 'static, L: ComponentLink>(
 async fn healthchecks<M: StateMachine + 'static, L: ComponentLink>(
     shared: Arc<Shared<M, L>>,
     plan: ComponentPlan,
-    pid: u32,
 ) {
     let period = Duration::from_millis(plan.def.healthcheck_period_ms);
     let timeout = Duration::from_millis(plan.def.healthcheck_timeout_ms.max(1));
     loop {
         tokio::time::sleep(period).await;
         let current = shared.local.lock().await.get(&plan.name).copied();
-        if current.map(|l| (l.incarnation, l.pid)) != Some((plan.incarnation, pid)) {
+        if current.map(|l| l.incarnation) != Some(plan.incarnation) {
             return;
         }
         let inv = Invocation::Healthcheck { key: "amf".into() };

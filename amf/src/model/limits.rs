@@ -29,3 +29,5 @@ pub const COMMAND_BYTES_MAX: usize = 4096;
 pub const VALUE_BYTES_MAX: usize = 4096;
 /// Longest timeout or probation period, in milliseconds (one day).
 pub const DURATION_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+/// Shortest component watchdog period (the SDK flushes kicks every quarter period).
+pub const WATCHDOG_MS_MIN: u64 = 20;

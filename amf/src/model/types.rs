@@ -183,6 +183,13 @@ pub struct Component {
     /// `saAmfCompDisableRestart`: a component restart becomes a component failover.
     #[serde(default)]
     pub disable_restart: bool,
+    /// Component watchdog: the component (through the SDK) must kick at least this often, or
+    /// it counts as failed with `watchdog_recovery`. 0 = no watchdog.
+    #[serde(default)]
+    pub watchdog_ms: u64,
+    /// The recovery when the watchdog expires (then the usual escalation).
+    #[serde(default)]
+    pub watchdog_recovery: Recovery,
 }
 
 /// A service instance: the workload unit assigned to SUs.

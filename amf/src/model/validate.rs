@@ -354,6 +354,17 @@ fn check_component(entity: &str, c: &Component, errs: &mut ModelErrors) {
         true,
         errs,
     );
+    check_duration(entity, "watchdog_ms", c.watchdog_ms, true, errs);
+    if c.watchdog_ms != 0 && c.watchdog_ms < WATCHDOG_MS_MIN {
+        errs.push(
+            entity,
+            format!(
+                "watchdog_ms = {} is below the minimum of {WATCHDOG_MS_MIN} ms (kicks are \
+                 coalesced in the SDK; use 0 for no watchdog)",
+                c.watchdog_ms
+            ),
+        );
+    }
     let hc_zero_ok = c.healthcheck_period_ms == 0;
     check_duration(
         entity,

@@ -13,9 +13,15 @@
 //! `<unix ms> <event> <si> <value or HA state> <epoch>`), which drills and tests read to check
 //! that no two instances were active at once and that no acknowledged value was lost.
 //!
+//! The work loop (active or standby) advances a progress counter every `COUNT_INTERVAL`; the
+//! SDK kicks the component's watchdog only while it moves, so a stopped (SIGSTOP) or stuck
+//! instance is caught by its agent.
+//!
 //! Fault injection for drills and tests: `NINES_COUNTER_FAULT=ignore-terminate` makes the
 //! instance ignore SIGTERM and never answer the terminate callback (the agent must clean it
-//! up); `NINES_COUNTER_FAULT=hang-healthcheck` makes it never answer a healthcheck.
+//! up); `NINES_COUNTER_FAULT=hang-healthcheck` makes it never answer a healthcheck;
+//! `NINES_COUNTER_FAULT=stall-loop` makes its work loop stop after 20 turns (the process and its
+//! session stay alive, so only the watchdog can tell).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -46,16 +52,38 @@ enum Fault {
     None,
     IgnoreTerminate,
     HangHealthcheck,
+    StallLoop,
 }
 
 struct Shared {
     fault: Fault,
+    /// Advanced by the work loop every iteration; the SDK kicks the component's watchdog only
+    /// while it moves (set once the session is open).
+    progress: std::sync::OnceLock<nines_sdk::Progress>,
+    /// Turns of the work loop so far.
+    turns: std::sync::atomic::AtomicU64,
     role: Mutex<Role>,
     wake: tokio::sync::Notify,
     log: Option<PathBuf>,
 }
 
 impl Shared {
+    /// One more turn of the work loop (kicks the watchdog through the SDK).
+    fn advance(&self) {
+        let turns = self
+            .turns
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.fault == Fault::StallLoop && turns >= 20 {
+            self.note("stalled - - 0");
+            // Stuck for good: this task never yields again (the runtime's other worker keeps
+            // the session answering, as a real stuck loop would).
+            std::thread::sleep(Duration::from_secs(24 * 3600));
+        }
+        if let Some(p) = self.progress.get() {
+            p.advance();
+        }
+    }
+
     fn note(&self, line: &str) {
         let Some(path) = &self.log else {
             return;
@@ -124,6 +152,7 @@ pub async fn run() -> Result<(), String> {
     let fault = match std::env::var("NINES_COUNTER_FAULT").as_deref() {
         Ok("ignore-terminate") => Fault::IgnoreTerminate,
         Ok("hang-healthcheck") => Fault::HangHealthcheck,
+        Ok("stall-loop") => Fault::StallLoop,
         _ => Fault::None,
     };
     // Ignoring SIGTERM: a handler that does nothing replaces the default (exit).
@@ -134,6 +163,8 @@ pub async fn run() -> Result<(), String> {
     };
     let shared = Arc::new(Shared {
         fault,
+        progress: std::sync::OnceLock::new(),
+        turns: std::sync::atomic::AtomicU64::new(0),
         role: Mutex::new(Role::default()),
         wake: tokio::sync::Notify::new(),
         log,
@@ -142,6 +173,7 @@ pub async fn run() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     shared.note(&format!("registered {} - 0", session.node()));
+    let _ = shared.progress.set(session.kicker().progress());
     let worker = tokio::spawn(count(shared.clone()));
     let result = session.closed().await.map_err(|e| e.to_string());
     worker.abort();
@@ -158,8 +190,13 @@ async fn count(shared: Arc<Shared>) {
         }
     };
     loop {
+        shared.advance();
         let Some((si, epoch)) = shared.role.lock().expect("role lock").active.clone() else {
-            shared.wake.notified().await;
+            // Standby: wake up every interval anyway, so the work loop keeps kicking.
+            tokio::select! {
+                _ = shared.wake.notified() => {}
+                _ = tokio::time::sleep(COUNT_INTERVAL) => {}
+            }
             continue;
         };
         if let Err(e) = serve(&shared, &client, &si, epoch).await {
@@ -189,6 +226,7 @@ async fn serve(
     };
     shared.note(&format!("resumed {si} {value} {epoch}"));
     loop {
+        shared.advance();
         let still = shared.role.lock().expect("role lock").active.clone();
         if still.as_ref().map(|(s, e)| (s.as_str(), *e)) != Some((si, epoch)) {
             return Ok(());
