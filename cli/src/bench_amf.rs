@@ -88,13 +88,25 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How a trial breaks the active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// kill -9 the active component.
+    ComponentKill,
+    /// SIGSTOP the active component (its watchdog must catch it).
+    ComponentHang,
+    /// kill -9 the active's whole agent.
+    NodeKill,
+}
+
 /// Run `trials` failovers; `on_trial` sees each as it completes.
 pub async fn run(
     c: &mut LocalCluster,
     trials: usize,
-    node_kill: bool,
+    fault: Fault,
     mut on_trial: impl FnMut(&AmfTrial),
 ) -> anyhow::Result<Vec<AmfTrial>> {
+    let node_kill = fault == Fault::NodeKill;
     let mut out = Vec::new();
     for trial in 1..=trials {
         let eps = c.endpoints();
@@ -118,10 +130,12 @@ pub async fn run(
                 .find(|x| x.su == active && x.running)
                 .map(|x| x.pid)
                 .ok_or_else(|| anyhow!("the active SU {active} has no running component"))?;
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            )?;
+            let sig = if fault == Fault::ComponentHang {
+                nix::sys::signal::Signal::SIGSTOP
+            } else {
+                nix::sys::signal::Signal::SIGKILL
+            };
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)?;
         }
         let t = wait_failover(c, seen, trial, &active, killed_at).await?;
         on_trial(&t);

@@ -275,8 +275,12 @@ enum BenchCmd {
         #[arg(long, default_value_t = 20)]
         trials: usize,
         /// Kill the active's whole agent (node loss) instead of its component.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "hang")]
         node_kill: bool,
+        /// SIGSTOP the active component instead of killing it: its watchdog must catch it
+        /// (the counter's period is 1500 ms).
+        #[arg(long)]
+        hang: bool,
     },
 }
 
@@ -572,20 +576,28 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
             print_trials(format, "detect", "pause → agreed down", &out, ms)?;
             Ok(())
         }
-        BenchCmd::Amf { trials, node_kill } => {
+        BenchCmd::Amf {
+            trials,
+            node_kill,
+            hang,
+        } => {
             let mut cluster = bench_amf::start_counter_cluster(&bin)?;
-            let what = if node_kill { "node" } else { "component" };
+            let (fault, what) = match (node_kill, hang) {
+                (true, _) => (bench_amf::Fault::NodeKill, "kill -9 of the active node"),
+                (_, true) => (bench_amf::Fault::ComponentHang, "SIGSTOP of the active component"),
+                _ => (bench_amf::Fault::ComponentKill, "kill -9 of the active component"),
+            };
             if format == Format::Table {
                 eprintln!(
-                    "local cluster in {}; {trials} kills of the active {what}",
+                    "local cluster in {}; {trials} trials: {what}",
                     cluster.root().display()
                 );
             }
             let table_out = format == Format::Table;
-            let out = bench_amf::run(&mut cluster, trials, node_kill, |t| {
+            let out = bench_amf::run(&mut cluster, trials, fault, |t| {
                 if table_out {
                     println!(
-                        "trial {:>2}: killed {} → detected {:>5.0} ms, decided {:>5.0} ms, {} \
+                        "trial {:>2}: broke {} → detected {:>5.0} ms, decided {:>5.0} ms, {} \
                          active {:>5.0} ms",
                         t.trial,
                         t.killed_su,
@@ -598,7 +610,7 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
             })
             .await?;
             let ms = out.iter().map(|t| t.confirmed_ms).collect();
-            let label = format!("kill -9 of the active {what} → standby confirmed active");
+            let label = format!("{what} → standby confirmed active");
             print_trials(format, "amf", &label, &out, ms)?;
             Ok(())
         }
