@@ -73,7 +73,8 @@ enum Cmd {
     /// Example: nines example counter
     #[command(subcommand)]
     Example(ExampleCmd),
-    /// Start a throw-away local 3-node cluster, run a leader failover drill, clean up.
+    /// Start a throw-away local 3-node cluster running the counter example (2N), kill -9 its
+    /// active component and then its active node, print each failover's timeline, clean up.
     ///
     /// Needs nothing but this binary: temporary data dirs, free loopback ports.
     ///
