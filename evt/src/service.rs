@@ -1,0 +1,362 @@
+//! `nines.evt.v1.Events`: publishing goes through the replicated log (acknowledged after quorum
+//! commit + fsync); subscriptions are served by the contacted agent from what it has applied:
+//! first the backlog (retained events, or everything kept after `from_id`), then each event as
+//! this agent applies it, through a bounded per-subscriber queue that reports losses.
+
+use std::time::Duration;
+
+use nines_consensus::{ProposeError, ReadMode, ServiceHandle, StateMachine};
+use nines_core::{limits as core_limits, AisError, ErrorCode};
+use nines_proto::{evt::v1 as pb, status_from_ais};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    matches, Delivery, Event, EvtCommand, EvtResponse, EvtState, Filter, FilterKind, Pattern,
+    SubscriberQueue,
+};
+
+/// The event service's view of the replicated state.
+pub type EvtHandle<M> = ServiceHandle<M, EvtCommand, EvtResponse, EvtState>;
+
+/// Events waiting in one subscriber's queue before the oldest lowest-priority ones are lost.
+pub const SUBSCRIBER_QUEUE_LEN: usize = 1_024;
+/// Items buffered between a subscriber's pump and its gRPC stream.
+const STREAM_BUFFER_LEN: usize = 16;
+
+/// The gRPC service. Generic over the composite state machine it lives in.
+pub struct EvtService<M: StateMachine> {
+    handle: EvtHandle<M>,
+    events: broadcast::Sender<Event>,
+}
+
+impl<M: StateMachine> EvtService<M> {
+    /// The service over `handle`; `events` is the sender the state machine announces applied
+    /// events on (see [`EvtState::set_events`]).
+    pub fn new(handle: EvtHandle<M>, events: broadcast::Sender<Event>) -> Self {
+        Self { handle, events }
+    }
+
+    async fn propose(&self, cmd: EvtCommand) -> Result<EvtResponse, Status> {
+        let timeout = Duration::from_millis(core_limits::CLIENT_TIMEOUT_MS);
+        match self.handle.propose(cmd, timeout).await {
+            Ok(EvtResponse::Refused(e)) => Err(status_from_ais(&e)),
+            Ok(r) => Ok(r),
+            Err(e) => Err(propose_err(e)),
+        }
+    }
+}
+
+fn propose_err(e: ProposeError) -> Status {
+    status_from_ais(&e.into())
+}
+
+fn unexpected(r: EvtResponse) -> Status {
+    status_from_ais(&AisError::new(
+        ErrorCode::Library,
+        format!("unexpected answer from the event service: {r:?}"),
+    ))
+}
+
+fn pattern_from_pb(p: pb::Pattern) -> Pattern {
+    Pattern {
+        name: p.name,
+        value: p.value,
+    }
+}
+
+fn pattern_to_pb(p: &Pattern) -> pb::Pattern {
+    pb::Pattern {
+        name: p.name.clone(),
+        value: p.value.clone(),
+    }
+}
+
+/// The wire form of an event.
+pub fn event_to_pb(e: &Event) -> pb::Event {
+    pb::Event {
+        channel: e.channel.clone(),
+        id: e.id,
+        priority: u32::from(e.priority),
+        patterns: e.patterns.iter().map(pattern_to_pb).collect(),
+        publisher: e.publisher.clone(),
+        published_at_ms: e.published_at_ms,
+        retention_ms: e.retention_ms,
+        data: e.data.clone(),
+    }
+}
+
+fn filter_from_pb(f: pb::Filter) -> Result<Filter, Status> {
+    let kind = match pb::FilterKind::try_from(f.kind) {
+        Ok(pb::FilterKind::Prefix) => FilterKind::Prefix,
+        Ok(pb::FilterKind::Suffix) => FilterKind::Suffix,
+        Ok(pb::FilterKind::Exact) => FilterKind::Exact,
+        Ok(pb::FilterKind::PassAll) => FilterKind::PassAll,
+        _ => {
+            return Err(status_from_ais(&AisError::new(
+                ErrorCode::InvalidParam,
+                format!(
+                    "filter kind {} is not prefix, suffix, exact or pass-all",
+                    f.kind
+                ),
+            )))
+        }
+    };
+    Ok(Filter {
+        kind,
+        pattern: f.pattern,
+        name: (!f.name.is_empty()).then_some(f.name),
+    })
+}
+
+type ItemStream = ReceiverStream<Result<pb::SubscribeItem, Status>>;
+
+#[tonic::async_trait]
+impl<M: StateMachine + 'static> pb::events_server::Events for EvtService<M> {
+    async fn create(
+        &self,
+        req: Request<pb::CreateChannelRequest>,
+    ) -> Result<Response<pb::CreateChannelResponse>, Status> {
+        let channel = req.into_inner().channel;
+        match self.propose(EvtCommand::Create { channel }).await? {
+            EvtResponse::Created { existed } => {
+                Ok(Response::new(pb::CreateChannelResponse { existed }))
+            }
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn unlink(
+        &self,
+        req: Request<pb::UnlinkChannelRequest>,
+    ) -> Result<Response<pb::UnlinkChannelResponse>, Status> {
+        let channel = req.into_inner().channel;
+        match self.propose(EvtCommand::Unlink { channel }).await? {
+            EvtResponse::Unlinked => Ok(Response::new(pb::UnlinkChannelResponse {})),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let r = req.into_inner();
+        let priority = u8::try_from(r.priority).unwrap_or(u8::MAX);
+        let cmd = EvtCommand::Publish {
+            channel: r.channel,
+            create: r.create,
+            patterns: r.patterns.into_iter().map(pattern_from_pb).collect(),
+            priority,
+            retention_ms: r.retention_ms,
+            publisher: r.publisher,
+            data: r.data,
+        };
+        match self.propose(cmd).await? {
+            EvtResponse::Published { event_id } => {
+                Ok(Response::new(pb::PublishResponse { event_id }))
+            }
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn clear_retention(
+        &self,
+        req: Request<pb::ClearRetentionRequest>,
+    ) -> Result<Response<pb::ClearRetentionResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = EvtCommand::ClearRetention {
+            channel: r.channel,
+            event_id: r.event_id,
+        };
+        match self.propose(cmd).await? {
+            EvtResponse::RetentionCleared => Ok(Response::new(pb::ClearRetentionResponse {})),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn channels(
+        &self,
+        _: Request<pb::ChannelsRequest>,
+    ) -> Result<Response<pb::ChannelsResponse>, Status> {
+        let timeout = Duration::from_millis(core_limits::CLIENT_TIMEOUT_MS);
+        let infos = self
+            .handle
+            .read(ReadMode::Linearizable, timeout, |s| s.channels())
+            .await
+            .map_err(propose_err)?;
+        Ok(Response::new(pb::ChannelsResponse {
+            channels: infos
+                .into_iter()
+                .map(|c| pb::ChannelInfo {
+                    name: c.name,
+                    last_id: c.last_id,
+                    retained: c.retained as u64,
+                })
+                .collect(),
+        }))
+    }
+
+    type SubscribeStream = ItemStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = req.into_inner();
+        let filters = r
+            .filters
+            .into_iter()
+            .map(filter_from_pb)
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::validate_filters(&filters, &crate::Limits::default())
+            .map_err(|e| status_from_ais(&e))?;
+        if r.create {
+            self.propose(EvtCommand::Create {
+                channel: r.channel.clone(),
+            })
+            .await?;
+        }
+        // Listen before reading the backlog: an event applied in between is in both, and the
+        // pump drops what it already passed (ids only grow).
+        let live = self.events.subscribe();
+        let channel = r.channel.clone();
+        let from = r.from_id;
+        let timeout = Duration::from_millis(core_limits::CLIENT_TIMEOUT_MS);
+        let backlog = self
+            .handle
+            .read(ReadMode::Stale, timeout, move |s| {
+                backlog(s, &channel, from)
+            })
+            .await
+            .map_err(propose_err)?
+            .map_err(|e| status_from_ais(&e))?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER_LEN);
+        let pump = Pump {
+            handle: self.handle.clone(),
+            channel: r.channel,
+            filters,
+            queue: SubscriberQueue::new(SUBSCRIBER_QUEUE_LEN),
+            high_water: from,
+        };
+        tokio::spawn(pump.run(backlog, live, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// What a new subscriber gets first: the retained events (from 0), or every kept event after
+/// `from` with the count of those no longer kept.
+fn backlog(s: &EvtState, channel: &str, from: u64) -> Result<(Vec<Event>, u64), AisError> {
+    if from == 0 {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        return Ok((s.retained(channel, now_ms)?, 0));
+    }
+    let since = s.since(channel, from)?;
+    Ok((since.events, since.lost))
+}
+
+/// One subscriber: feeds its queue from the backlog and the live events, and its stream from
+/// the queue.
+struct Pump<M: StateMachine> {
+    handle: EvtHandle<M>,
+    channel: String,
+    filters: Vec<Filter>,
+    queue: SubscriberQueue,
+    /// The highest id queued (or counted lost) so far: older ids are duplicates.
+    high_water: u64,
+}
+
+impl<M: StateMachine + 'static> Pump<M> {
+    fn offer(&mut self, e: Event) {
+        if e.channel != self.channel || e.id <= self.high_water {
+            return;
+        }
+        self.high_water = e.id;
+        if matches(&self.filters, &e.patterns) {
+            self.queue.push(e);
+        }
+    }
+
+    /// The live broadcast lagged: catch up from the state (exact, with the count of what is no
+    /// longer kept).
+    async fn catch_up(&mut self) {
+        let (channel, from) = (self.channel.clone(), self.high_water);
+        let timeout = Duration::from_millis(core_limits::CLIENT_TIMEOUT_MS);
+        let since = self
+            .handle
+            .read(ReadMode::Stale, timeout, move |s| s.since(&channel, from))
+            .await;
+        match since {
+            Ok(Ok(s)) => {
+                if s.lost > 0 {
+                    self.queue.lag(s.lost);
+                    self.high_water += s.lost;
+                }
+                for e in s.events {
+                    self.offer(e);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("event subscriber cannot catch up: {e}"),
+            Err(e) => tracing::warn!("event subscriber cannot catch up: {e}"),
+        }
+    }
+
+    async fn run(
+        mut self,
+        backlog: (Vec<Event>, u64),
+        mut live: broadcast::Receiver<Event>,
+        tx: mpsc::Sender<Result<pb::SubscribeItem, Status>>,
+    ) {
+        if backlog.1 > 0 {
+            self.queue.lag(backlog.1);
+        }
+        for e in backlog.0 {
+            self.offer(e);
+        }
+        loop {
+            if !self.queue.is_empty() || self.queue.lost_pending() > 0 {
+                tokio::select! {
+                    biased;
+                    permit = tx.reserve() => {
+                        let Ok(permit) = permit else { return };
+                        if let Some(item) = self.queue.pop() {
+                            let item = match item {
+                                Delivery::Event(e) => {
+                                    pb::subscribe_item::Item::Event(event_to_pb(&e))
+                                }
+                                Delivery::Lost { count } => pb::subscribe_item::Item::Lost(count),
+                            };
+                            permit.send(Ok(pb::SubscribeItem { item: Some(item) }));
+                        }
+                    }
+                    // Keep draining the broadcast while the client is slow, so this
+                    // subscriber, not the others, pays for its slowness.
+                    ev = live.recv() => if !self.on_live(ev).await { return },
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = tx.closed() => return,
+                ev = live.recv() => if !self.on_live(ev).await { return },
+            }
+        }
+    }
+
+    async fn on_live(&mut self, ev: Result<Event, broadcast::error::RecvError>) -> bool {
+        match ev {
+            Ok(e) => {
+                self.offer(e);
+                true
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.catch_up().await;
+                true
+            }
+            Err(broadcast::error::RecvError::Closed) => false,
+        }
+    }
+}
