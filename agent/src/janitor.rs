@@ -7,13 +7,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nines_ckpt::{CkptCommand, CkptHandle, CkptState};
 use nines_consensus::{ReadMode, Role};
 use nines_core::shutdown::ShutdownSignal;
+use nines_evt::{EvtCommand, EvtHandle, EvtState};
 
 use crate::AgentState;
 
 /// How often the janitor looks.
 const JANITOR_INTERVAL_MS: u64 = 500;
 
-pub(crate) async fn run(ckpt: CkptHandle<AgentState>, mut shutdown: ShutdownSignal) {
+pub(crate) async fn run(
+    ckpt: CkptHandle<AgentState>,
+    evt: EvtHandle<AgentState>,
+    mut shutdown: ShutdownSignal,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(JANITOR_INTERVAL_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -38,6 +43,16 @@ pub(crate) async fn run(ckpt: CkptHandle<AgentState>, mut shutdown: ShutdownSign
         if matches!(next, Ok(Some(t)) if t <= now) {
             if let Err(e) = ckpt.propose(CkptCommand::Expire, timeout).await {
                 tracing::debug!("expiry proposal failed (retried next round): {e}");
+            }
+        }
+        let next = evt
+            .read(ReadMode::Stale, timeout, |s: &EvtState| {
+                s.next_deadline_ms()
+            })
+            .await;
+        if matches!(next, Ok(Some(t)) if t <= now) {
+            if let Err(e) = evt.propose(EvtCommand::Expire, timeout).await {
+                tracing::debug!("event expiry proposal failed (retried next round): {e}");
             }
         }
     }

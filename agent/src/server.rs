@@ -38,6 +38,9 @@ use crate::{
 const SHUTDOWN_GRACE_MS: u64 = 5_000;
 /// The longest deadline a client may ask for.
 const CLIENT_TIMEOUT_MAX_MS: u64 = 60_000;
+/// Applied events buffered for this agent's subscribers before a slow one catches up from the
+/// state instead.
+const EVT_BROADCAST_LEN: usize = 4_096;
 /// Concurrent requests on one client or peer connection.
 const STREAMS_PER_CONNECTION_MAX: usize = 256;
 
@@ -94,6 +97,8 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
     let (events, _) = tokio::sync::broadcast::channel(crate::membership::WATCH_BUFFER_LEN);
     let mut state = AgentState::default();
     state.membership.set_events(events.clone());
+    let (evt_events, _) = tokio::sync::broadcast::channel(EVT_BROADCAST_LEN);
+    state.evt.set_events(evt_events.clone());
     let (amf_changed_tx, amf_changed_rx) = tokio::sync::watch::channel(0u64);
     state.amf.set_notifier(amf_changed_tx);
     let started = start(node_cfg, store, state, transport, node_signal)?;
@@ -120,7 +125,17 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
     let ckpt = CheckpointServer::new(CkptService::new(ckpt_handle.clone()))
         .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
-    tokio::spawn(janitor::run(ckpt_handle, shutdown.clone()));
+    let evt_handle = crate::state::evt_handle(proposer_for_services.clone());
+    tokio::spawn(janitor::run(
+        ckpt_handle,
+        evt_handle.clone(),
+        shutdown.clone(),
+    ));
+    let evt = nines_proto::evt::v1::events_server::EventsServer::new(nines_evt::EvtService::new(
+        evt_handle, evt_events,
+    ))
+    .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+    .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
     let (beats_tx, beats_rx) = tokio::sync::mpsc::channel(crate::heartbeat::BEAT_QUEUE_LEN);
     let (fenced_tx, fenced_rx) = tokio::sync::watch::channel(false);
     let shared = std::sync::Arc::new(std::sync::Mutex::new(
@@ -191,6 +206,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         .add_service(ckpt)
         .add_service(membership)
         .add_service(amf)
+        .add_service(evt)
         .serve_with_incoming_shutdown(incoming(listener), async move { drain.wait().await });
     let mut server = tokio::spawn(serve);
     let mut driver = started.driver;

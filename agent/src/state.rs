@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use nines_amf::state::{AmfCommand, AmfResponse, AmfState};
 use nines_ckpt::{CkptCommand, CkptResponse, CkptState};
+use nines_evt::{EvtCommand, EvtResponse, EvtState};
 
 use crate::membership::{MembershipCommand, MembershipState};
 use nines_consensus::{ApplyContext, Members, StateMachine};
@@ -33,6 +34,8 @@ pub enum Command {
     Membership(MembershipCommand),
     /// Availability management.
     Amf(AmfCommand),
+    /// The event service.
+    Evt(EvtCommand),
 }
 
 /// The cluster core's commands.
@@ -58,6 +61,8 @@ pub enum Response {
     Membership(Result<u64, AisError>),
     /// Availability management's outcomes.
     Amf(AmfResponse),
+    /// The event service's outcomes.
+    Evt(EvtResponse),
 }
 
 /// The cluster core's outcomes.
@@ -94,6 +99,8 @@ pub struct AgentState {
     pub membership: MembershipState,
     /// Availability management.
     pub amf: AmfState,
+    /// The event service's channels and retained events.
+    pub evt: EvtState,
     /// The last applied entry's context (membership changes arrive without one).
     pub last_ctx: (u64, u64, u64),
 }
@@ -153,6 +160,7 @@ impl StateMachine for AgentState {
                 Response::Membership(r)
             }
             Command::Amf(c) => Response::Amf(self.amf.apply(ctx, c)),
+            Command::Evt(c) => Response::Evt(self.evt.apply(ctx, c)),
         })
     }
 
@@ -163,10 +171,14 @@ impl StateMachine for AgentState {
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
         let events = self.membership.take_events();
         let amf = self.amf.take_notifier();
+        let evt = self.evt.take_events();
         *self =
             postcard::from_bytes(data).map_err(|e| format!("cannot decode agent state: {e}"))?;
         if let Some(tx) = events {
             self.membership.set_events(tx);
+        }
+        if let Some(tx) = evt {
+            self.evt.set_events(tx);
         }
         if let Some(tx) = amf {
             tx.send_modify(|v| *v += 1);
@@ -185,6 +197,21 @@ impl StateMachine for AgentState {
             time_ms,
         });
     }
+}
+
+/// The event service's view of the agent state.
+pub fn evt_handle(
+    proposer: nines_consensus::Proposer<AgentState>,
+) -> nines_evt::EvtHandle<AgentState> {
+    nines_consensus::ServiceHandle::new(
+        proposer,
+        Command::Evt,
+        |r| match r {
+            Response::Evt(r) => Some(r),
+            _ => None,
+        },
+        |s| &s.evt,
+    )
 }
 
 /// The AMF's view of the agent state.

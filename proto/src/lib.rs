@@ -44,6 +44,15 @@ pub mod amf {
     }
 }
 
+/// Event service (AIS EVT).
+#[allow(missing_docs, clippy::all)]
+pub mod evt {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("nines.evt.v1");
+    }
+}
+
 /// Operator protocol for the cluster core.
 #[allow(missing_docs, clippy::all)]
 pub mod cluster {
