@@ -44,7 +44,9 @@ async fn story(bin: &std::path::Path) -> anyhow::Result<()> {
     println!("  counter deployed: one active, one standby, one spare\n");
     print_status(&cluster).await;
 
-    println!("\nthe active counts every 100 ms and checkpoints each value (quorum commit + fsync) ...");
+    println!(
+        "\nthe active counts every 100 ms and checkpoints each value (quorum commit + fsync) ..."
+    );
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let before = counter_value(&cluster).await?;
     println!("  checkpointed count: {before}");
@@ -73,7 +75,9 @@ async fn story(bin: &std::path::Path) -> anyhow::Result<()> {
         n.confirmed_ms
     );
     println!("  count {before} before the drills, {after} after: each new active resumed from the checkpoint");
-    println!("  try it by hand: see README (deploy/local), `nines amf status`, `nines amf history`");
+    println!(
+        "  try it by hand: see README (deploy/local), `nines amf status`, `nines amf history`"
+    );
     Ok(())
 }
 

@@ -5,10 +5,12 @@
 //!   (`nines bench`, `nines demo`, and the integration tests use it).
 //! - [`bench`]: the benchmarks.
 //! - [`ckpt_cmd`]: `nines ckpt ...`, the checkpoint commands (built on nines-sdk).
+//! - [`evt_cmd`]: `nines evt ...`, event channels: publish, subscribe (built on nines-sdk).
 //! - [`members_cmd`]: `nines members [--watch]` and `nines admin node drain` (membership
 //!   tracking, built on nines-sdk).
 //! - [`amf_cmd`]: `nines amf status|history`, `nines admin model apply`, AMF admin operations.
 //! - [`bench_amf`]: `nines bench amf`, AMF failover timelines (component or node kill).
+//! - [`bench_evt`]: `nines bench evt`, publish → delivery latency and throughput.
 //! - [`bench_ckpt`]: `nines bench ckpt`, checkpoint throughput and latency.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -17,8 +19,10 @@ pub mod amf_cmd;
 pub mod bench;
 pub mod bench_amf;
 pub mod bench_ckpt;
+pub mod bench_evt;
 pub mod ckpt_cmd;
 pub mod client;
+pub mod evt_cmd;
 pub mod local;
 pub mod members_cmd;
 pub mod output;

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
 use nines_cli::{
-    amf_cmd, bench, bench_amf, bench_ckpt, ckpt_cmd, client,
+    amf_cmd, bench, bench_amf, bench_ckpt, ckpt_cmd, client, evt_cmd,
     local::{LocalCluster, LocalOptions},
     members_cmd,
     output::{table, Format},
@@ -56,6 +56,11 @@ enum Cmd {
     /// Checkpoints: create, write, read, list, inspect, unlink.
     #[command(subcommand)]
     Ckpt(ckpt_cmd::CkptCmd),
+    /// Events: channels, publish, subscribe (with filters, priorities, retention).
+    ///
+    /// Example: nines evt subscribe alarms --filter prefix:kind=link- -o json
+    #[command(subcommand)]
+    Evt(evt_cmd::EvtCmd),
     /// Availability management: service instances, their assignments, components, SUs.
     ///
     /// Example: nines amf status -o json
@@ -266,6 +271,30 @@ enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         trials: usize,
     },
+    /// Event service: publish → delivery latency (p50/p99/max) and throughput, with subscribers
+    /// spread over the agents. Against --endpoints, or a throw-away local 3-node cluster.
+    ///
+    /// Example: cargo run --release -- bench evt --rate 5000 --subscribers 3
+    Evt {
+        /// Publishers.
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        /// Subscribers (one per agent, round robin).
+        #[arg(long, default_value_t = 3)]
+        subscribers: usize,
+        /// Target events per second over all publishers (0 = as fast as possible).
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        /// Publishes in flight per publisher.
+        #[arg(long, default_value_t = 64)]
+        inflight: usize,
+        /// How long to publish, e.g. 5s.
+        #[arg(long, default_value = "5s", value_parser = ckpt_cmd::parse_duration)]
+        duration: Duration,
+        /// Payload bytes per event.
+        #[arg(long, default_value_t = 256)]
+        value_size: usize,
+    },
     /// AMF failover of the counter example's 2N SI on a throw-away local 3-node cluster: kill -9
     /// the active component (or, with --node-kill, its whole agent) and time detected, decided
     /// and standby-confirmed-active from the kill.
@@ -310,6 +339,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     );
     match cli.command {
         Cmd::Ckpt(c) => ckpt_cmd::run(c, &endpoints, cli.output).await,
+        Cmd::Evt(c) => evt_cmd::run(c, &endpoints, cli.output).await,
         Cmd::Agent(a) => run_agent(a).await,
         Cmd::Status => status(&endpoints, cli.output).await,
         Cmd::Members(a) => members_cmd::run(a, &endpoints, cli.output).await,
@@ -577,6 +607,50 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
             print_trials(format, "detect", "pause → agreed down", &out, ms)?;
             Ok(())
         }
+        BenchCmd::Evt {
+            publishers,
+            subscribers,
+            rate,
+            inflight,
+            duration,
+            value_size,
+        } => {
+            let cfg = nines_cli::bench_evt::EvtBenchConfig {
+                publishers,
+                subscribers,
+                rate,
+                duration,
+                value_size,
+                inflight,
+            };
+            let local;
+            let eps = match given {
+                Some(e) => e.to_vec(),
+                None => {
+                    local = LocalCluster::start(&bin, 3, LocalOptions::default())?;
+                    local.wait_leader(Duration::from_secs(30)).await?;
+                    local.endpoints()
+                }
+            };
+            let r = nines_cli::bench_evt::run(&eps, &cfg).await?;
+            if format == Format::Json {
+                println!("{}", serde_json::json!({ "bench": "evt", "result": r }));
+            } else {
+                println!(
+                    "published {:.0} events/s (publish p50 {:.2} ms, p99 {:.2} ms); delivered {} \
+                     (lost {}): publish → delivery p50 {:.2} ms · p99 {:.2} ms · max {:.2} ms",
+                    r.ops_per_sec,
+                    r.publish.p50_ms,
+                    r.publish.p99_ms,
+                    r.delivered,
+                    r.lost,
+                    r.delivery.p50_ms,
+                    r.delivery.p99_ms,
+                    r.delivery.max_ms
+                );
+            }
+            Ok(())
+        }
         BenchCmd::Amf {
             trials,
             node_kill,
@@ -585,8 +659,14 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
             let mut cluster = bench_amf::start_counter_cluster(&bin)?;
             let (fault, what) = match (node_kill, hang) {
                 (true, _) => (bench_amf::Fault::NodeKill, "kill -9 of the active node"),
-                (_, true) => (bench_amf::Fault::ComponentHang, "SIGSTOP of the active component"),
-                _ => (bench_amf::Fault::ComponentKill, "kill -9 of the active component"),
+                (_, true) => (
+                    bench_amf::Fault::ComponentHang,
+                    "SIGSTOP of the active component",
+                ),
+                _ => (
+                    bench_amf::Fault::ComponentKill,
+                    "kill -9 of the active component",
+                ),
             };
             if format == Format::Table {
                 eprintln!(

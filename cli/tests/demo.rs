@@ -52,5 +52,8 @@ fn the_demo_completes_and_cleans_up() {
     }
     assert!(left.is_empty(), "processes left behind: {left:?}");
     let entries: Vec<_> = std::fs::read_dir(tmp.path()).expect("tmp").collect();
-    assert!(entries.is_empty(), "temporary files left behind: {entries:?}");
+    assert!(
+        entries.is_empty(),
+        "temporary files left behind: {entries:?}"
+    );
 }

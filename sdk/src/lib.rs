@@ -1,7 +1,9 @@
-//! nines-sdk: what an application links to use a nines cluster: the checkpoint service, and
-//! membership tracking ([`MembershipClient`]: the members' states, a watch of every change,
-//! drain), and the component session ([`Session`]: a component managed by nines answers its
-//! agent's CSI set / remove, terminate and healthcheck invocations through [`Callbacks`]).
+//! nines-sdk: what an application links to use a nines cluster: the checkpoint service, the
+//! event service ([`EventClient`]: publish / subscribe on channels, with filters, priorities
+//! and retention), membership tracking ([`MembershipClient`]: the members' states, a watch of
+//! every change, drain), and the component session ([`Session`]: a component managed by nines
+//! answers its agent's CSI set / remove, terminate and healthcheck invocations through
+//! [`Callbacks`]).
 //!
 //! A checkpoint is a named set of sections (id → bytes) that survives the process: the active
 //! instance of a service writes its state there, and the standby that takes over reads it back.
@@ -61,6 +63,7 @@ mod checkpoint;
 mod client;
 mod endpoints;
 mod error;
+mod events;
 mod membership;
 mod retry;
 mod session;
@@ -70,6 +73,10 @@ pub use checkpoint::Checkpoint;
 pub use client::{CheckpointClient, ClientConfig};
 pub use endpoints::{parse_endpoints, ENDPOINTS_ENV};
 pub use error::{Result, SdkError};
+pub use events::{
+    ChannelInfo, Delivery, Event, EventClient, EventStream, Filter, FilterKind, Publish,
+    Subscription, PRIORITY_LOWEST, REORDER_WINDOW_IDS,
+};
 pub use membership::{
     ChangeKind, Member, MemberState, MembershipClient, MembershipEvent, MembershipWatch, View,
 };

@@ -1,0 +1,173 @@
+//! `nines bench evt`: publish → delivery latency and throughput of the event service. One or
+//! more publishers publish 256-byte events at a target rate (or as fast as they can, with
+//! `--rate 0`); subscribers, spread over the agents, time each delivery against the send time
+//! the publisher wrote into the event (everything runs on this machine, one clock).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use nines_sdk::{Delivery, EventClient, Publish, Subscription};
+use serde::Serialize;
+
+use crate::bench::{percentiles, Percentiles};
+
+/// The benchmark's knobs.
+#[derive(Debug, Clone)]
+pub struct EvtBenchConfig {
+    /// Publishers (each its own client).
+    pub publishers: usize,
+    /// Subscribers (spread round-robin over the endpoints).
+    pub subscribers: usize,
+    /// Target events per second over all publishers (0 = as fast as they can).
+    pub rate: u64,
+    /// How long to publish.
+    pub duration: Duration,
+    /// Event payload size in bytes (at least 16).
+    pub value_size: usize,
+    /// Publishes in flight per publisher.
+    pub inflight: usize,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvtBenchResult {
+    /// Acknowledged publishes per second.
+    pub ops_per_sec: f64,
+    /// Publish acknowledgement latency.
+    pub publish: Percentiles,
+    /// Publish → delivery latency over every subscriber.
+    pub delivery: Percentiles,
+    /// Events delivered (all subscribers together).
+    pub delivered: u64,
+    /// Lost-event notices' total.
+    pub lost: u64,
+    /// p50 of publish → delivery (also in `delivery`).
+    pub p50_ms: f64,
+    /// p99 of publish → delivery.
+    pub p99_ms: f64,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Run the benchmark against `endpoints`.
+pub async fn run(endpoints: &[String], cfg: &EvtBenchConfig) -> anyhow::Result<EvtBenchResult> {
+    let channel = format!("bench-{}", now_us());
+    let client = EventClient::connect(endpoints).await?;
+    client
+        .create(&channel)
+        .await
+        .context("create the channel")?;
+    let lost = Arc::new(AtomicU64::new(0));
+    let mut subs = Vec::new();
+    for i in 0..cfg.subscribers {
+        let ep = endpoints[i % endpoints.len()].clone();
+        let c = EventClient::connect(&[ep]).await?;
+        let stream = c.subscribe(&Subscription::new(channel.clone())).await?;
+        let lost = lost.clone();
+        subs.push(tokio::spawn(async move {
+            let mut stream = stream;
+            let mut samples = Vec::new();
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(Delivery::Event(e)) if e.data.len() >= 8 => {
+                        let sent = u64::from_le_bytes(e.data[..8].try_into().unwrap_or([0; 8]));
+                        if sent == 0 {
+                            break; // the end marker
+                        }
+                        samples.push(now_us().saturating_sub(sent) as f64 / 1000.0);
+                    }
+                    Ok(Delivery::Lost(n)) => {
+                        lost.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            samples
+        }));
+    }
+    let (acked, mut publish_ms, elapsed) = publish_all(endpoints, &channel, cfg).await?;
+    // The end marker: send time 0.
+    client
+        .publish(&Publish::new(channel.clone(), vec![0u8; 16]))
+        .await
+        .context("publish the end marker")?;
+    let mut delivery = Vec::new();
+    for s in subs {
+        let got = tokio::time::timeout(Duration::from_secs(30), s)
+            .await
+            .context("subscribers did not see the end marker within 30 s")??;
+        delivery.extend(got);
+    }
+    let _ = client.unlink(&channel).await;
+    let delivered = delivery.len() as u64;
+    let d = percentiles(&mut delivery);
+    Ok(EvtBenchResult {
+        ops_per_sec: acked as f64 / elapsed.as_secs_f64(),
+        publish: percentiles(&mut publish_ms),
+        p50_ms: d.p50_ms,
+        p99_ms: d.p99_ms,
+        delivery: d,
+        delivered,
+        lost: lost.load(Ordering::Relaxed),
+    })
+}
+
+/// Publish for `cfg.duration` at `cfg.rate`; returns (acknowledged, latencies ms, elapsed).
+async fn publish_all(
+    endpoints: &[String],
+    channel: &str,
+    cfg: &EvtBenchConfig,
+) -> anyhow::Result<(u64, Vec<f64>, Duration)> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let per_task = cfg.publishers.max(1) * cfg.inflight.max(1);
+    let interval =
+        (cfg.rate > 0).then(|| Duration::from_secs_f64(per_task as f64 / cfg.rate as f64));
+    let mut k = 0u32;
+    for _ in 0..cfg.publishers.max(1) {
+        let client = EventClient::connect(endpoints).await?;
+        for _ in 0..cfg.inflight.max(1) {
+            // Stagger the tasks over one interval so the rate is smooth, not bursts.
+            let offset = interval
+                .map(|iv| iv * k / per_task as u32)
+                .unwrap_or_default();
+            k += 1;
+            let (client, channel) = (client.clone(), channel.to_string());
+            let (duration, size) = (cfg.duration, cfg.value_size.max(16));
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut next = Instant::now() + offset;
+                while started.elapsed() < duration {
+                    if let Some(iv) = interval {
+                        tokio::time::sleep_until(next.into()).await;
+                        next += iv;
+                    }
+                    let mut data = vec![0u8; size];
+                    data[..8].copy_from_slice(&now_us().to_le_bytes());
+                    let t = Instant::now();
+                    if client
+                        .publish(&Publish::new(channel.clone(), data))
+                        .await
+                        .is_ok()
+                    {
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+                lat
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    Ok((all.len() as u64, all, started.elapsed()))
+}
