@@ -102,8 +102,8 @@ pub async fn status(endpoints: &[String], stale: bool, format: Format) -> anyhow
     let st = fetch_status(endpoints, stale).await?;
     let wd = fetch_watchdogs(endpoints).await;
     match format {
-        Format::Json => println!("{}", status_json_with(&st, &wd)),
-        Format::Table => println!("{}", status_table_with(&st, &wd)),
+        Format::Json => println!("{}", status_json(&st, &wd)),
+        Format::Table => println!("{}", status_table(&st, &wd)),
     }
     Ok(())
 }
@@ -165,14 +165,9 @@ pub async fn history(endpoints: &[String], format: Format) -> anyhow::Result<()>
     Ok(())
 }
 
-/// The JSON form of the status (the shape documented at the top of this module).
-pub fn status_json(st: &AmfStatusReply) -> Value {
-    status_json_with(st, &Watchdogs::new())
-}
-
 /// The JSON form, with each component's `watchdog` ("ok" | "expired" | "off" | "-" when not
 /// running), `watchdog_ms` and `last_kick_age_ms` (null when unknown).
-pub fn status_json_with(st: &AmfStatusReply, wd: &Watchdogs) -> Value {
+pub fn status_json(st: &AmfStatusReply, wd: &Watchdogs) -> Value {
     let mut v = status_json_core(st);
     if let Some(comps) = v["components"].as_array_mut() {
         for (j, c) in comps.iter_mut().zip(&st.components) {
@@ -221,13 +216,8 @@ fn status_json_core(st: &AmfStatusReply) -> Value {
     })
 }
 
-/// The table form of the status.
-pub fn status_table(st: &AmfStatusReply) -> String {
-    status_table_with(st, &Watchdogs::new())
-}
-
 /// The table form, with each component's watchdog and last kick age.
-pub fn status_table_with(st: &AmfStatusReply, wd: &Watchdogs) -> String {
+pub fn status_table(st: &AmfStatusReply, wd: &Watchdogs) -> String {
     if st.empty {
         return "no AMF model is applied; apply one with `nines admin model apply FILE`".into();
     }

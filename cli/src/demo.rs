@@ -108,7 +108,7 @@ async fn print_status(cluster: &LocalCluster) {
     match amf_cmd::fetch_status(&eps, false).await {
         Ok(st) => {
             let wd = amf_cmd::fetch_watchdogs(&eps).await;
-            for line in amf_cmd::status_table_with(&st, &wd).lines() {
+            for line in amf_cmd::status_table(&st, &wd).lines() {
                 println!("  {line}");
             }
         }

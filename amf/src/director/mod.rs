@@ -226,7 +226,15 @@ where
                 biased;
                 _ = shutdown.wait() => break,
                 Some(exit) = inputs.exits.recv() => self.on_exit(exit).await,
-                Some(ev) = inputs.link_events.recv() => self.on_link(ev).await,
+                Some(ev) = inputs.link_events.recv() => {
+                    // Kicks are frequent and change nothing the reconcile looks at.
+                    if let LinkEvent::Kick { component } = &ev {
+                        let now = self.now_ms();
+                        self.watchdogs.kick(component, now);
+                        continue;
+                    }
+                    self.on_link(ev).await
+                }
                 Some(done) = self.done_rx.recv() => self.on_done(done),
                 r = inputs.changed.changed() => {
                     if r.is_err() {
@@ -310,10 +318,7 @@ where
                     let _ = tx.send(pid);
                 }
             }
-            LinkEvent::Kick { component } => {
-                let now = self.now_ms();
-                self.watchdogs.kick(&component, now);
-            }
+            LinkEvent::Kick { .. } => {} // handled in the loop, without a reconcile
             LinkEvent::Disconnected { component } => {
                 tracing::debug!(%component, "component session closed");
             }
