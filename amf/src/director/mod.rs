@@ -212,7 +212,7 @@ where
                 ),
                 detected_at_ms: now_ms(),
             };
-            tasks::propose_in_background(&self.shared, cmd);
+            tasks::fail_in_background(&self.shared, cmd);
         }
         self.publish_watchdogs();
     }
@@ -337,7 +337,7 @@ where
                     reason: format!("error report: {reason}"),
                     detected_at_ms: now_ms(),
                 };
-                tasks::propose_in_background(&self.shared, cmd);
+                tasks::fail_in_background(&self.shared, cmd);
             }
         }
     }

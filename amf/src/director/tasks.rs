@@ -35,6 +35,45 @@ async fn propose<M: StateMachine + 'static, L: ComponentLink>(
     }
 }
 
+/// How long killing a failed component's process group may take before the report goes out
+/// anyway (SIGKILL cannot be ignored; this bounds only a stuck reap).
+const KILL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A component failed while its process may still run (watchdog, healthcheck, error report,
+/// failed callback): kill its process group first, then report — so whatever the cluster
+/// decides (a restart, or its standby made active) never overlaps with it still acting.
+/// (A process exit needs no kill: the process is gone already.)
+pub(super) async fn kill_then_report<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Shared<M, L>,
+    cmd: AmfCommand,
+) {
+    if let AmfCommand::ComponentError { component, .. } = &cmd {
+        let env = BTreeMap::new();
+        if let Err(e) = shared
+            .sup
+            .cleanup(component, None, &env, KILL_TIMEOUT)
+            .await
+        {
+            tracing::error!(%component, "cannot kill the failed component: {e}");
+        }
+        shared.link.forget(component);
+    }
+    for _ in 0..5 {
+        if propose(shared, cmd.clone()).await {
+            return;
+        }
+    }
+}
+
+/// [`kill_then_report`] in its own task.
+pub(super) fn fail_in_background<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Arc<Shared<M, L>>,
+    cmd: AmfCommand,
+) {
+    let shared = shared.clone();
+    tokio::spawn(async move { kill_then_report(&shared, cmd).await });
+}
+
 /// Propose without waiting for the answer.
 pub(super) fn propose_in_background<M: StateMachine + 'static, L: ComponentLink>(
     shared: &Arc<Shared<M, L>>,
@@ -197,7 +236,7 @@ async fn healthchecks<M: StateMachine + 'static, L: ComponentLink>(
                 reason: format!("healthcheck failed: {e}"),
                 detected_at_ms: now_ms(),
             };
-            propose(&shared, cmd).await;
+            kill_then_report(&shared, cmd).await;
             return;
         }
     }
@@ -356,7 +395,7 @@ async fn deliver_inner<M: StateMachine + 'static, L: ComponentLink>(
                     reason: reason.clone(),
                     detected_at_ms: now_ms(),
                 };
-                propose(shared, cmd).await;
+                kill_then_report(shared, cmd).await;
             }
             // Give the escalation time to act before this directive is tried again.
             tokio::time::sleep(Duration::from_secs(1)).await;
