@@ -270,3 +270,83 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// The constructors and accessors every client has, over its `inner: Arc<Inner<G>>` and
+/// `timeout: Duration` fields (one piece, so the three clients cannot drift apart).
+macro_rules! client_basics {
+    ($client:ident) => {
+        impl $client {
+            /// Connect through `endpoints` (agents' `host:port`, tried in this order) with the
+            /// default [`ClientConfig`](crate::ClientConfig).
+            ///
+            /// # Errors
+            /// [`SdkError::InvalidArgument`](crate::SdkError::InvalidArgument) for a malformed
+            /// endpoint; [`SdkError::Unavailable`](crate::SdkError::Unavailable) when none of
+            /// them accepts a connection.
+            pub async fn connect<S: AsRef<str>>(endpoints: &[S]) -> crate::Result<Self> {
+                Self::connect_with(endpoints, crate::ClientConfig::default()).await
+            }
+
+            /// Connect through the endpoints in `NINES_ENDPOINTS` (comma-separated
+            /// `host:port`).
+            ///
+            /// # Errors
+            #[doc = concat!("As [`", stringify!($client), "::connect`]; ")]
+            /// [`SdkError::InvalidArgument`](crate::SdkError::InvalidArgument) when the variable
+            /// is unset.
+            pub async fn from_env() -> crate::Result<Self> {
+                Self::connect(&crate::endpoints::env_endpoints()?).await
+            }
+
+            /// Connect with explicit tunables: the first endpoint (in order) that accepts a TCP
+            /// connection becomes the one calls start at.
+            ///
+            /// # Errors
+            #[doc = concat!("As [`", stringify!($client), "::connect`].")]
+            pub async fn connect_with<S: AsRef<str>>(
+                endpoints: &[S],
+                config: crate::ClientConfig,
+            ) -> crate::Result<Self> {
+                let client = Self::connect_lazy(endpoints, config)?;
+                client.inner.probe().await?;
+                Ok(client)
+            }
+
+            /// A client that connects on first use (for an application that may start before
+            /// the cluster). Checks only that the endpoints are well formed.
+            ///
+            /// # Errors
+            /// [`SdkError::InvalidArgument`](crate::SdkError::InvalidArgument) for a malformed
+            /// or empty endpoint list.
+            pub fn connect_lazy<S: AsRef<str>>(
+                endpoints: &[S],
+                config: crate::ClientConfig,
+            ) -> crate::Result<Self> {
+                Ok(Self {
+                    inner: std::sync::Arc::new(crate::call::Inner::lazy(endpoints, config)?),
+                    timeout: config.timeout,
+                })
+            }
+
+            /// The same client with another deadline per call (shares connections). For a
+            /// stream (a watch, a subscription) the deadline bounds opening it and each
+            /// reconnection, not the stream itself.
+            #[must_use]
+            pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+                self.timeout = timeout;
+                self
+            }
+
+            /// The deadline of each call.
+            pub fn timeout(&self) -> std::time::Duration {
+                self.timeout
+            }
+
+            /// The endpoints, in failover order.
+            pub fn endpoints(&self) -> Vec<String> {
+                self.inner.addrs()
+            }
+        }
+    };
+}
+pub(crate) use client_basics;

@@ -9,7 +9,6 @@ use tonic::transport::{Channel, Endpoint};
 use crate::{
     call::{base_endpoint, timeout_ms, Inner, Service},
     checkpoint::Checkpoint,
-    endpoints::env_endpoints,
     error::{Result, SdkError},
     retry::{classify, Idempotency, Verdict},
     types::{CheckpointStatus, OpenOptions},
@@ -98,69 +97,9 @@ with_options!(
     ListRequest,
 );
 
+crate::call::client_basics!(CheckpointClient);
+
 impl CheckpointClient {
-    /// Connect through `endpoints` (agents' `host:port`, tried in this order) with the default
-    /// [`ClientConfig`].
-    ///
-    /// # Errors
-    /// [`SdkError::InvalidArgument`] for a malformed endpoint; [`SdkError::Unavailable`] when
-    /// none of them accepts a connection.
-    pub async fn connect<S: AsRef<str>>(endpoints: &[S]) -> Result<Self> {
-        Self::connect_with(endpoints, ClientConfig::default()).await
-    }
-
-    /// Connect through the endpoints in `NINES_ENDPOINTS` (comma-separated `host:port`).
-    ///
-    /// # Errors
-    /// As [`CheckpointClient::connect`]; [`SdkError::InvalidArgument`] when the variable is
-    /// unset.
-    pub async fn from_env() -> Result<Self> {
-        Self::connect(&env_endpoints()?).await
-    }
-
-    /// Connect with explicit tunables: the first endpoint (in order) that accepts a TCP
-    /// connection becomes the one calls start at.
-    ///
-    /// # Errors
-    /// As [`CheckpointClient::connect`].
-    pub async fn connect_with<S: AsRef<str>>(
-        endpoints: &[S],
-        config: ClientConfig,
-    ) -> Result<Self> {
-        let client = Self::connect_lazy(endpoints, config)?;
-        client.inner.probe().await?;
-        Ok(client)
-    }
-
-    /// A client that connects on first use (for an application that may start before the
-    /// cluster). Checks only that the endpoints are well formed.
-    ///
-    /// # Errors
-    /// [`SdkError::InvalidArgument`] for a malformed or empty endpoint list.
-    pub fn connect_lazy<S: AsRef<str>>(endpoints: &[S], config: ClientConfig) -> Result<Self> {
-        Ok(Self {
-            inner: Arc::new(Inner::lazy(endpoints, config)?),
-            timeout: config.timeout,
-        })
-    }
-
-    /// The same client with another deadline per call (shares connections).
-    #[must_use]
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The deadline of each call.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// The endpoints, in failover order.
-    pub fn endpoints(&self) -> Vec<String> {
-        self.inner.addrs()
-    }
-
     /// Open checkpoint `name` (creating it, with [`OpenOptions::create`]); the handle is held
     /// until [`Checkpoint::close`] (or, best effort, until the [`Checkpoint`] is dropped).
     ///
