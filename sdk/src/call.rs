@@ -350,3 +350,76 @@ macro_rules! client_basics {
     };
 }
 pub(crate) use client_basics;
+
+impl<G: Service> Inner<G> {
+    /// Open a server stream, starting at endpoint `start` and failing over like a call:
+    /// `attempt` opens it on one endpoint's client (no grpc-timeout on the request: that would
+    /// end the stream itself; `timeout` bounds the opening). With `persist` (a reconnection), a
+    /// round that finds every endpoint unreachable is retried after a backoff until the deadline
+    /// (an agent restarting); otherwise it fails at once. Returns the endpoint's index with the
+    /// stream.
+    pub(crate) async fn open_stream<T, F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        start: usize,
+        persist: bool,
+        mut attempt: F,
+    ) -> Result<(usize, T)>
+    where
+        F: FnMut(G) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tonic::Status>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let n = self.targets.len();
+        let mut busy: Option<AisError> = None;
+        let mut unreachable: Vec<String> = Vec::new();
+        let mut round: u32 = 0;
+        loop {
+            unreachable.clear();
+            for k in 0..n {
+                let i = (start + k) % n;
+                let target = &self.targets[i];
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(out_of_time(timeout, what, busy, &unreachable));
+                }
+                let status = match tokio::time::timeout(left, attempt(target.grpc.clone())).await {
+                    Ok(Ok(opened)) => {
+                        self.current.store(i, Ordering::Relaxed);
+                        return Ok((i, opened));
+                    }
+                    Ok(Err(status)) => status,
+                    Err(_elapsed) => {
+                        return Err(deadline_passed(
+                            timeout,
+                            what,
+                            Idempotency::Idempotent,
+                            &target.addr,
+                        ))
+                    }
+                };
+                match G::verdict(&status, Idempotency::Idempotent) {
+                    Verdict::NextEndpoint(why) => {
+                        tracing::debug!(endpoint = %target.addr, %why, "{what}: trying the next endpoint");
+                        unreachable.push(format!("{}: {why}", target.addr));
+                    }
+                    Verdict::Busy(e) if self.config.retry_try_again => {
+                        tracing::debug!(endpoint = %target.addr, error = %e, "{what}: busy");
+                        busy = Some(e);
+                    }
+                    Verdict::Busy(e) | Verdict::Fail(e) => return Err(prefixed(what, e)),
+                }
+            }
+            if busy.is_none() && !persist {
+                return Err(unavailable(what, &unreachable));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(out_of_time(timeout, what, busy, &unreachable));
+            }
+            tokio::time::sleep(Duration::from_millis(backoff_ms(round)).min(left)).await;
+            round = round.saturating_add(1);
+        }
+    }
+}

@@ -65,9 +65,8 @@ use std::{
     time::Duration,
 };
 
-use nines_core::{limits, AisError};
+use nines_core::limits;
 use nines_proto::evt::v1::{self as pb, events_client::EventsClient as Grpc};
-use tokio::time::Instant;
 use tonic::{
     transport::{Channel, Endpoint},
     Streaming,
@@ -79,10 +78,10 @@ pub use types::{
 };
 
 use crate::{
-    call::{base_endpoint, deadline_passed, out_of_time, prefixed, unavailable, Inner, Service},
+    call::{base_endpoint, Inner, Service},
     client::ClientConfig,
     error::{Result, SdkError},
-    retry::{backoff_ms, classify, Idempotency, Verdict},
+    retry::{classify, Idempotency, Verdict},
 };
 
 /// HTTP/2 keep-alive pings on event connections: a subscription is silent between events, so a
@@ -317,62 +316,13 @@ impl EventClient {
         start: usize,
         persist: bool,
     ) -> Result<(usize, Streaming<pb::SubscribeItem>)> {
-        let deadline = Instant::now() + self.timeout;
-        let n = self.inner.targets.len();
-        let mut busy: Option<AisError> = None;
-        let mut unreachable: Vec<String> = Vec::new();
-        let mut round: u32 = 0;
-        loop {
-            unreachable.clear();
-            for k in 0..n {
-                let i = (start + k) % n;
-                let target = &self.inner.targets[i];
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(out_of_time(self.timeout, what, busy, &unreachable));
-                }
-                // No grpc-timeout on the request: it would end the stream itself.
-                let mut grpc = target.grpc.clone();
-                let req = subscription.to_wire(from_id);
-                let opened =
-                    tokio::time::timeout(left, async move { grpc.subscribe(req).await }).await;
-                let status = match opened {
-                    Ok(Ok(resp)) => {
-                        self.inner.current.store(i, Ordering::Relaxed);
-                        return Ok((i, resp.into_inner()));
-                    }
-                    Ok(Err(status)) => status,
-                    Err(_elapsed) => {
-                        return Err(deadline_passed(
-                            self.timeout,
-                            what,
-                            Idempotency::Idempotent,
-                            &target.addr,
-                        ))
-                    }
-                };
-                match verdict(&status, Idempotency::Idempotent) {
-                    Verdict::NextEndpoint(why) => {
-                        tracing::debug!(endpoint = %target.addr, %why, "{what}: trying the next endpoint");
-                        unreachable.push(format!("{}: {why}", target.addr));
-                    }
-                    Verdict::Busy(e) if self.inner.config.retry_try_again => {
-                        tracing::debug!(endpoint = %target.addr, error = %e, "{what}: busy");
-                        busy = Some(e);
-                    }
-                    Verdict::Busy(e) | Verdict::Fail(e) => return Err(prefixed(what, e)),
-                }
-            }
-            if busy.is_none() && !persist {
-                return Err(unavailable(what, &unreachable));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(out_of_time(self.timeout, what, busy, &unreachable));
-            }
-            tokio::time::sleep(Duration::from_millis(backoff_ms(round)).min(left)).await;
-            round = round.saturating_add(1);
-        }
+        let req = subscription.to_wire(from_id);
+        self.inner
+            .open_stream(what, self.timeout, start, persist, |mut grpc| {
+                let req = req.clone();
+                async move { Ok(grpc.subscribe(req).await?.into_inner()) }
+            })
+            .await
     }
 }
 
@@ -401,6 +351,7 @@ fn check_channel(what: &str, channel: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nines_core::AisError;
     use std::sync::Mutex;
 
     use nines_core::ErrorCode;

@@ -21,22 +21,18 @@ use std::{
     time::Duration,
 };
 
-use nines_core::{limits, AisError};
+use nines_core::limits;
 use nines_proto::membership::v1::{self as pb, membership_client::MembershipClient as Grpc};
-use tokio::time::Instant;
 use tonic::{
     transport::{Channel, Endpoint},
     Streaming,
 };
 
 use crate::{
-    call::{
-        base_endpoint, deadline_passed, out_of_time, prefixed, timeout_ms, unavailable, Inner,
-        Service,
-    },
+    call::{base_endpoint, timeout_ms, Inner, Service},
     client::ClientConfig,
     error::{Result, SdkError},
-    retry::{backoff_ms, classify, Idempotency, Verdict},
+    retry::{classify, Idempotency, Verdict},
 };
 
 /// HTTP/2 keep-alive pings on membership connections: a watch is silent between changes, so a
@@ -371,24 +367,14 @@ impl MembershipClient {
         start: usize,
         persist: bool,
     ) -> Result<(usize, Streaming<pb::MembershipEvent>, MembershipEvent)> {
-        const WHAT: &str = "watch the membership";
-        let deadline = Instant::now() + self.timeout;
-        let n = self.inner.targets.len();
-        let mut busy: Option<AisError> = None;
-        let mut unreachable: Vec<String> = Vec::new();
-        let mut round: u32 = 0;
-        loop {
-            unreachable.clear();
-            for k in 0..n {
-                let i = (start + k) % n;
-                let target = &self.inner.targets[i];
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(out_of_time(self.timeout, WHAT, busy, &unreachable));
-                }
-                // No grpc-timeout on the request: it would end the stream itself.
-                let mut grpc = target.grpc.clone();
-                let opened = tokio::time::timeout(left, async move {
+        let (i, (stream, first)) = self
+            .inner
+            .open_stream(
+                "watch the membership",
+                self.timeout,
+                start,
+                persist,
+                |mut grpc| async move {
                     let mut stream = grpc.watch(pb::WatchRequest {}).await?.into_inner();
                     match stream.message().await? {
                         Some(first) => Ok((stream, first)),
@@ -396,45 +382,10 @@ impl MembershipClient {
                             "the agent ended the watch before its first event",
                         )),
                     }
-                })
-                .await;
-                let status = match opened {
-                    Ok(Ok((stream, first))) => {
-                        self.inner.current.store(i, Ordering::Relaxed);
-                        return Ok((i, stream, MembershipEvent::from(first)));
-                    }
-                    Ok(Err(status)) => status,
-                    Err(_elapsed) => {
-                        return Err(deadline_passed(
-                            self.timeout,
-                            WHAT,
-                            Idempotency::Idempotent,
-                            &target.addr,
-                        ))
-                    }
-                };
-                match verdict(&status, Idempotency::Idempotent) {
-                    Verdict::NextEndpoint(why) => {
-                        tracing::debug!(endpoint = %target.addr, %why, "{WHAT}: trying the next endpoint");
-                        unreachable.push(format!("{}: {why}", target.addr));
-                    }
-                    Verdict::Busy(e) if self.inner.config.retry_try_again => {
-                        tracing::debug!(endpoint = %target.addr, error = %e, "{WHAT}: busy");
-                        busy = Some(e);
-                    }
-                    Verdict::Busy(e) | Verdict::Fail(e) => return Err(prefixed(WHAT, e)),
-                }
-            }
-            if busy.is_none() && !persist {
-                return Err(unavailable(WHAT, &unreachable));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(out_of_time(self.timeout, WHAT, busy, &unreachable));
-            }
-            tokio::time::sleep(Duration::from_millis(backoff_ms(round)).min(left)).await;
-            round = round.saturating_add(1);
-        }
+                },
+            )
+            .await?;
+        Ok((i, stream, MembershipEvent::from(first)))
     }
 }
 
