@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/nines/amf/v1/session.proto",
         "proto/nines/amf/v1/amf.proto",
         "proto/nines/evt/v1/evt.proto",
+        "proto/nines/drill/v1/drill.proto",
     ];
     tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
     println!("cargo:rerun-if-changed=proto");

@@ -86,6 +86,30 @@ pub struct AgentConfig {
     /// changes go through `nines admin model apply FILE`. Relative to the config file.
     #[serde(default)]
     pub amf_model: Option<PathBuf>,
+    /// `[drill]`: whether `nines drill` may kill or pause this agent and its components (off by
+    /// default; see docs/design.md, "Drills").
+    #[serde(default)]
+    pub drill: DrillSection,
+}
+
+/// `[drill]`: the guarded drill endpoint. Off unless `enabled = true`: a drill kills processes,
+/// so a node takes part only when its operator said so in its config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrillSection {
+    /// Serve drill requests (kill -9 / SIGSTOP of local components, kill or pause the agent).
+    pub enabled: bool,
+    /// The longest `nines drill pause` this agent accepts (default 60000).
+    pub pause_ms_max: u64,
+}
+
+impl Default for DrillSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            pause_ms_max: 60_000,
+        }
+    }
 }
 
 /// The agent's lease: short enough that a lost node's lease has surely expired by the time the

@@ -12,6 +12,7 @@ mod amf_link;
 mod amf_service;
 mod config;
 mod datadir;
+mod drill_service;
 mod heartbeat;
 #[cfg(test)]
 mod heartbeat_tests;
@@ -25,7 +26,7 @@ mod session;
 mod state;
 
 pub use amf_service::{parse_model, status_proto};
-pub use config::{AgentConfig, ConfigError, PeerConfig, WatchdogSection};
+pub use config::{AgentConfig, ConfigError, DrillSection, PeerConfig, WatchdogSection};
 pub use membership::{AgreedState, Change, ChangeKind, MembershipCommand, MembershipState};
 pub use server::{run, AgentError};
 pub use session::{

@@ -179,6 +179,14 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
     })
     .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
+    let drill = nines_proto::drill::v1::drill_server::DrillServer::new(
+        crate::drill_service::DrillService {
+            enabled: cfg.drill.enabled,
+            pause_ms_max: cfg.drill.pause_ms_max,
+            node: cfg.name.clone(),
+            amf: amf_handle.clone(),
+        },
+    );
     let health = crate::node_watchdog::Health {
         local: shared_health,
         fence_done,
@@ -207,6 +215,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         .add_service(membership)
         .add_service(amf)
         .add_service(evt)
+        .add_service(drill)
         .serve_with_incoming_shutdown(incoming(listener), async move { drain.wait().await });
     let mut server = tokio::spawn(serve);
     let mut driver = started.driver;

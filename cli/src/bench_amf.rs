@@ -11,6 +11,7 @@ use nines_proto::amf::v1::AmfStatusReply;
 use serde::Serialize;
 
 use crate::amf_cmd::fetch_status;
+use crate::drill::observe;
 use crate::local::{LocalCluster, LocalOptions};
 
 /// The counter example's model (deploy/local/model.toml), embedded so that the benchmark and the
@@ -47,45 +48,14 @@ pub fn start_counter_cluster(bin: &std::path::Path) -> anyhow::Result<LocalClust
     LocalCluster::start(bin, 3, opts)
 }
 
-/// The SI's settled (nothing in flight) active and standby SUs.
+/// The counter SI's settled (nothing in flight) active and standby SUs.
 pub fn settled(st: &AmfStatusReply) -> Option<(String, String)> {
-    let si = st.sis.iter().find(|s| s.name == COUNTER_SI)?;
-    if si.assignments.iter().any(|a| !a.pending.is_empty()) {
-        return None;
-    }
-    let one = |ha: &str| {
-        let v: Vec<&str> = si
-            .assignments
-            .iter()
-            .filter(|a| a.ha_state == ha)
-            .map(|a| a.su.as_str())
-            .collect();
-        (v.len() == 1).then(|| v[0].to_string())
-    };
-    Some((one("active")?, one("standby")?))
+    observe::settled(st, COUNTER_SI)
 }
 
-/// Wait until the SI has a settled active and standby.
+/// Wait until the counter SI has a settled active and standby.
 pub async fn wait_settled(endpoints: &[String], limit: Duration) -> anyhow::Result<AmfStatusReply> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(st) = fetch_status(endpoints, false).await {
-            if settled(&st).is_some() {
-                return Ok(st);
-            }
-        }
-        if Instant::now() >= deadline {
-            bail!("the counter SI has no settled active and standby within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    observe::wait_settled(endpoints, COUNTER_SI, limit).await
 }
 
 /// How a trial breaks the active.
@@ -112,23 +82,16 @@ pub async fn run(
         let eps = c.endpoints();
         let st = wait_settled(&eps, TRIAL_LIMIT).await?;
         let (active, _) = settled(&st).ok_or_else(|| anyhow!("not settled"))?;
-        let seen = st.history.iter().map(|h| h.index).max().unwrap_or(0);
-        let node = st
-            .sus
-            .iter()
-            .find(|s| s.name == active)
-            .map(|s| s.node.clone())
-            .ok_or_else(|| anyhow!("no SU {active}"))?;
+        let seen = observe::last_index(&st);
+        let node = observe::node_of_su(&st, &active).ok_or_else(|| anyhow!("no SU {active}"))?;
         let node_id: u64 = node.trim_start_matches('n').parse()?;
-        let killed_at = now_ms();
+        let killed_at = observe::now_ms();
         if node_kill {
             c.kill(node_id)?;
         } else {
-            let pid = st
-                .components
-                .iter()
-                .find(|x| x.su == active && x.running)
-                .map(|x| x.pid)
+            let (_, pid) = observe::running_components(&st, &active)
+                .into_iter()
+                .next()
                 .ok_or_else(|| anyhow!("the active SU {active} has no running component"))?;
             let sig = if fault == Fault::ComponentHang {
                 nix::sys::signal::Signal::SIGSTOP
@@ -158,17 +121,10 @@ async fn wait_failover(
     let ms = |t: u64| t.saturating_sub(killed_at) as f64;
     loop {
         if let Ok(st) = fetch_status(&c.endpoints(), true).await {
-            let done = st
-                .history
-                .iter()
-                .find(|h| h.kind == "failover" && h.index > seen && h.confirmed_ms > 0);
-            if let Some(h) = done {
-                let new_active = st
-                    .sis
-                    .iter()
-                    .find(|s| s.name == COUNTER_SI)
-                    .and_then(|s| s.assignments.iter().find(|a| a.ha_state == "active"))
-                    .map(|a| a.su.clone())
+            if let Some(h) = observe::failover_after(&st, COUNTER_SI, seen) {
+                let new_active = observe::actives(&st, COUNTER_SI)
+                    .into_iter()
+                    .next()
                     .unwrap_or_default();
                 return Ok(AmfTrial {
                     trial,

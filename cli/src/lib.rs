@@ -12,6 +12,8 @@
 //! - [`bench_amf`]: `nines bench amf`, AMF failover timelines (component or node kill).
 //! - [`bench_evt`]: `nines bench evt`, publish → delivery latency and throughput.
 //! - [`bench_ckpt`]: `nines bench ckpt`, checkpoint throughput and latency.
+//! - [`drill`]: `nines drill ...`, failure drills against a running cluster, with their
+//!   timelines and the three promises checked.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -22,6 +24,7 @@ pub mod bench_ckpt;
 pub mod bench_evt;
 pub mod ckpt_cmd;
 pub mod client;
+pub mod drill;
 pub mod evt_cmd;
 pub mod local;
 pub mod members_cmd;

@@ -44,6 +44,8 @@ pub struct LocalOptions {
     pub amf_model_text: Option<String>,
     /// Extra environment for the agents (their components inherit it).
     pub env: Vec<(String, String)>,
+    /// Enable the drill endpoint (`[drill] enabled = true`) on every agent.
+    pub drill: bool,
 }
 
 /// N agents on 127.0.0.1.
@@ -85,6 +87,9 @@ fn config_text(
     }
     if let Some(t) = opts.snapshot_threshold_entries {
         s.push_str(&format!("\n[raft]\nsnapshot_threshold_entries = {t}\n"));
+    }
+    if opts.drill {
+        s.push_str("\n[drill]\nenabled = true\n");
     }
     s
 }

@@ -17,6 +17,7 @@ use nines_proto::{
 };
 
 mod demo;
+mod drill_cmd;
 
 /// nines: carrier-grade high availability for Linux clusters.
 ///
@@ -85,6 +86,96 @@ enum Cmd {
     ///
     /// Example: nines demo
     Demo,
+    /// Rehearse a failure against a running cluster and measure it: each drill injects one
+    /// fault, prints a live progress line (stderr), then the timeline (fault injected, detected,
+    /// decided, standby confirmed active, service restored, in ms) and checks the three promises:
+    /// never two actives, no acknowledged write lost, failover fast and measured. It leaves the
+    /// cluster as it found it. Exit code: 0 all held; 1 two actives; 2 an acknowledged write
+    /// lost; 3 no failover (or too slow, or not measured); 4 the drill could not run or could
+    /// not leave the cluster as found.
+    ///
+    /// Faults on a node go through its agent's drill endpoint, off unless its config has
+    /// `[drill] enabled = true`. A killed agent is brought back by its supervisor (systemd
+    /// Restart=, a container restart policy); see docs/design.md, "Drills".
+    ///
+    /// Example: nines drill component-kill --si counter-si --repeat 10
+    Drill(DrillArgs),
+    /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
+    ///
+    /// Example: nines completions bash > /etc/bash_completion.d/nines
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args)]
+struct DrillArgs {
+    #[command(subcommand)]
+    drill: DrillCmd,
+    /// The SI to drill (default: the model's only SI).
+    #[arg(long, global = true)]
+    si: Option<String>,
+    /// Run the drill N times (waiting for the SI to settle in between) and print min / p50 /
+    /// p99 / max of each phase.
+    #[arg(long, default_value_t = 1, global = true)]
+    repeat: usize,
+    /// How long from the fault until the SI must be protected again (e.g. 30s).
+    #[arg(long, default_value = "30s", value_parser = ckpt_cmd::parse_duration, global = true)]
+    timeout: Duration,
+    /// How long a killed or paused agent may take to come back, and the SI to settle, after.
+    #[arg(long, default_value = "60s", value_parser = ckpt_cmd::parse_duration, global = true)]
+    rejoin_timeout: Duration,
+    /// Break promise 3 if the standby is confirmed active later than this many ms after the
+    /// fault.
+    #[arg(long, global = true)]
+    max_ms: Option<u64>,
+    /// Start a throw-away local 3-node cluster (the counter example, drills enabled, killed
+    /// agents restarted) instead of using --endpoints.
+    #[arg(long, global = true)]
+    local: bool,
+}
+
+#[derive(Subcommand)]
+enum DrillCmd {
+    /// kill -9 the SI's active component; its standby must take over.
+    ///
+    /// Example: nines drill component-kill --si counter-si
+    ComponentKill,
+    /// SIGSTOP the SI's active component: its watchdog or healthcheck must catch it (the
+    /// process is killed and its standby takes over).
+    ///
+    /// Example: nines drill component-hang --si counter-si
+    ComponentHang,
+    /// kill -9 a node's agent and its components (default: the node of the SI's active); its
+    /// supervisor must restart the agent.
+    ///
+    /// Example: nines drill node-kill --node n1
+    NodeKill {
+        /// The node's name (as in `nines status`).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// kill -9 the raft leader's agent and its components; its supervisor must restart it.
+    ///
+    /// Example: nines drill leader-kill -o json
+    LeaderKill,
+    /// Swap the SI's active and standby (admin si-swap) and time the switchover.
+    ///
+    /// Example: nines drill switchover --si counter-si --repeat 5
+    Switchover,
+    /// SIGSTOP a node's agent (default: the node of the SI's active) for a while, then SIGCONT.
+    ///
+    /// Example: nines drill pause --node n2 --for 3s
+    Pause {
+        /// The node's name (as in `nines status`).
+        #[arg(long)]
+        node: Option<String>,
+        /// How long the agent stays stopped.
+        #[arg(long = "for", default_value = "3s", value_parser = ckpt_cmd::parse_duration)]
+        duration: Duration,
+    },
 }
 
 #[derive(Args)]
@@ -320,6 +411,20 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if let Cmd::Drill(args) = cli.command {
+        let endpoints = client::parse_endpoints(
+            cli.endpoints
+                .as_deref()
+                .unwrap_or(client::DEFAULT_ENDPOINTS),
+        );
+        return match rt.block_on(drill_cmd::run(&endpoints, args, cli.output)) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("nines drill: error: {e:#}");
+                ExitCode::from(nines_cli::drill::report::EXIT_NOT_RESTORED)
+            }
+        };
+    }
     let result = rt.block_on(dispatch(cli));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -349,6 +454,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Amf(AmfCmd::History) => amf_cmd::history(&endpoints, cli.output).await,
         Cmd::Bench(b) => run_bench(given.then_some(&endpoints[..]), b, cli.output).await,
         Cmd::Demo => demo::run().await,
+        Cmd::Drill(_) => unreachable!("drills run from main"),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "nines", &mut std::io::stdout());
+            Ok(())
+        }
         Cmd::Example(ExampleCmd::Counter) => nines_example_counter::run()
             .await
             .map_err(|e| anyhow!("{e}")),

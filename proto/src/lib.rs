@@ -53,6 +53,15 @@ pub mod evt {
     }
 }
 
+/// Drills: the guarded endpoint through which `nines drill` breaks things on a node.
+#[allow(missing_docs, clippy::all)]
+pub mod drill {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("nines.drill.v1");
+    }
+}
+
 /// Operator protocol for the cluster core.
 #[allow(missing_docs, clippy::all)]
 pub mod cluster {

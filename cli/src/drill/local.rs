@@ -1,0 +1,120 @@
+//! A throw-away local cluster for drills: the counter example (2N) on three agents with the
+//! drill endpoint enabled, and a supervisor that restarts an agent that died — the part systemd's
+//! `Restart=always` or a container restart policy plays in production (`nines drill --local`,
+//! `nines demo`, the tests).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::bench_amf::COUNTER_MODEL;
+use crate::local::{LocalCluster, LocalOptions};
+
+/// How often the supervisor looks for dead agents.
+const SUPERVISE_INTERVAL_MS: u64 = 100;
+/// How long the supervisor waits before restarting a dead agent (systemd's `RestartSec=`).
+const RESTART_DELAY_MS: u64 = 300;
+
+/// A local drill cluster whose dead agents are restarted.
+pub struct SupervisedCluster {
+    cluster: Arc<Mutex<LocalCluster>>,
+    endpoints: Vec<String>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Whether process `pid` has exited (a zombie not yet reaped, or gone).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: "pid (comm) S ...".
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
+}
+
+impl SupervisedCluster {
+    /// Start the counter example on three local agents with drills enabled; `env` goes to the
+    /// agents (and their components).
+    pub fn start(bin: &std::path::Path, env: Vec<(String, String)>) -> anyhow::Result<Self> {
+        let opts = LocalOptions {
+            amf_model_text: Some(COUNTER_MODEL.to_string()),
+            drill: true,
+            env,
+            ..Default::default()
+        };
+        Ok(Self::supervise(LocalCluster::start(bin, 3, opts)?))
+    }
+
+    /// Supervise an already started cluster.
+    pub fn supervise(cluster: LocalCluster) -> Self {
+        let endpoints = cluster.endpoints();
+        let cluster = Arc::new(Mutex::new(cluster));
+        let (stop, mut stopped) = watch::channel(false);
+        let c = cluster.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(SUPERVISE_INTERVAL_MS)) => {}
+                }
+                let dead: Vec<u64> = {
+                    let c = c.lock().expect("cluster lock");
+                    c.nodes
+                        .iter()
+                        .filter(|n| c.pid(n.id).is_some_and(exited))
+                        .map(|n| n.id)
+                        .collect()
+                };
+                if dead.is_empty() {
+                    continue;
+                }
+                tokio::time::sleep(Duration::from_millis(RESTART_DELAY_MS)).await;
+                let mut c = c.lock().expect("cluster lock");
+                for id in dead {
+                    // Reap the dead agent, then start it again on the same data dir.
+                    let _ = c.kill(id);
+                    if let Err(e) = c.spawn(id) {
+                        eprintln!("nines drill: cannot restart local node {id}: {e:#}");
+                    }
+                }
+            }
+        });
+        SupervisedCluster {
+            cluster,
+            endpoints,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Every agent's address.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.endpoints.clone()
+    }
+
+    /// The cluster (for logs, its directory, waiting for a leader).
+    pub fn with<T>(&self, f: impl FnOnce(&LocalCluster) -> T) -> T {
+        f(&self.cluster.lock().expect("cluster lock"))
+    }
+
+    /// Stop supervising and stop every agent (dropping the cluster removes its directory).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for SupervisedCluster {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
