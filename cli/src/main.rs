@@ -197,6 +197,9 @@ enum ExampleCmd {
     /// over from the checkpoint. Needs NINES_COMPONENT, NINES_SOCKET and NINES_ENDPOINTS, which
     /// the agent sets.
     Counter,
+    /// The session server (examples/session-server): a TCP service whose client sessions
+    /// survive failover through checkpoints. Needs the same environment as the counter.
+    SessionServer,
 }
 
 #[derive(Subcommand)]
@@ -462,6 +465,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Example(ExampleCmd::Counter) => nines_example_counter::run()
+            .await
+            .map_err(|e| anyhow!("{e}")),
+        Cmd::Example(ExampleCmd::SessionServer) => nines_example_session_server::run()
             .await
             .map_err(|e| anyhow!("{e}")),
     }
