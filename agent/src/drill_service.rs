@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use nines_amf::director::now_ms;
 use nines_consensus::ReadMode;
 use nines_core::{limits, AisError, ErrorCode};
 use nines_proto::drill::v1::{
@@ -38,14 +39,6 @@ pub(crate) struct DrillService {
     pub(crate) node: String,
     /// The AMF state, read locally (stale) to find this node's components and their pids.
     pub(crate) amf: AmfHandle,
-}
-
-/// Wall-clock ms since the Unix epoch, for the drill's timeline only.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn refused(code: ErrorCode, msg: impl Into<String>) -> Status {

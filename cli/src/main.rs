@@ -460,9 +460,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Drill(_) => unreachable!("drills run from main"),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "nines", &mut std::io::stdout());
-            Ok(())
+            use std::io::Write as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "nines", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(anyhow!("cannot write the completion script: {e}"))
+                }
+                _ => Ok(()),
+            }
         }
         Cmd::Example(ExampleCmd::Counter) => nines_example_counter::run()
             .await

@@ -214,3 +214,31 @@ async fn a_drill_refuses_when_disabled_and_reports_a_missing_standby() {
         "the drill must not break an unprotected SI"
     );
 }
+
+#[test]
+fn every_drill_has_an_example_and_completions_know_the_drills() {
+    for d in [
+        "component-kill",
+        "component-hang",
+        "node-kill",
+        "leader-kill",
+        "switchover",
+        "pause",
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(["drill", d, "--help"])
+            .output()
+            .expect("run nines");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Example: nines drill"), "{d}: {help}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .expect("run nines");
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains("component-kill"), "{shell}: {script}");
+    }
+}
