@@ -13,6 +13,7 @@ mod amf_service;
 mod config;
 mod datadir;
 mod drill_service;
+mod health;
 mod heartbeat;
 #[cfg(test)]
 mod heartbeat_tests;
@@ -27,6 +28,7 @@ mod state;
 
 pub use amf_service::{parse_model, status_proto};
 pub use config::{AgentConfig, ConfigError, DrillSection, PeerConfig, WatchdogSection};
+pub use health::{LIVENESS_SERVICE, READINESS_SERVICE};
 pub use membership::{AgreedState, Change, ChangeKind, MembershipCommand, MembershipState};
 pub use server::{run, AgentError};
 pub use session::{

@@ -192,6 +192,15 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         fence_done,
         interval: Duration::from_millis(cfg.heartbeat.interval_ms),
     };
+    let health_reporter = crate::health::reporter().await;
+    let live = health.clone();
+    tokio::spawn(crate::health::run(
+        health_reporter.clone(),
+        proposer_for_services.watch_status(),
+        move || live.ok(),
+        Duration::from_millis(cfg.heartbeat.interval_ms),
+        shutdown.clone(),
+    ));
     let (stop_watchdog, watchdog_signal) = Shutdown::new();
     let watchdog_task = crate::node_watchdog::start(
         &cfg,
@@ -216,6 +225,9 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         .add_service(amf)
         .add_service(evt)
         .add_service(drill)
+        .add_service(tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health_reporter),
+        ))
         .serve_with_incoming_shutdown(incoming(listener), async move { drain.wait().await });
     let mut server = tokio::spawn(serve);
     let mut driver = started.driver;
