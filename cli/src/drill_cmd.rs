@@ -61,8 +61,23 @@ impl Progress {
     }
 }
 
-/// Run the drills; returns the exit code.
+/// Run the drills; returns the exit code. With `-o json` a drill that could not run still prints
+/// one JSON object (`{"ok": false, "exit_code": 4, "error": ...}`) for scripts.
 pub async fn run(endpoints: &[String], args: DrillArgs, format: Format) -> anyhow::Result<u8> {
+    match run_drills(endpoints, args, format).await {
+        Err(e) if format == Format::Json => {
+            let code = report::EXIT_NOT_RESTORED;
+            let doc =
+                serde_json::json!({"ok": false, "exit_code": code, "error": format!("{e:#}")});
+            println!("{doc}");
+            eprintln!("nines drill: error: {e:#}");
+            Ok(code)
+        }
+        r => r,
+    }
+}
+
+async fn run_drills(endpoints: &[String], args: DrillArgs, format: Format) -> anyhow::Result<u8> {
     let spec = spec(&args);
     let local = match args.local {
         true => Some(start_local().await?),

@@ -38,7 +38,16 @@ async fn nines(eps: &[String], args: &[&str]) -> (i32, String, String) {
 async fn drill(eps: &[String], args: &[&str], phases: &[&str]) -> Value {
     let mut all = vec!["drill"];
     all.extend_from_slice(args);
-    all.extend_from_slice(&["--si", COUNTER_SI]);
+    // Deadlines far above any failover seen, so that a slow run on a loaded machine is not
+    // mistaken for a broken promise: this test checks the story, not the speed.
+    all.extend_from_slice(&[
+        "--si",
+        COUNTER_SI,
+        "--timeout",
+        "90s",
+        "--rejoin-timeout",
+        "120s",
+    ]);
     let (code, out, err) = nines(eps, &all).await;
     let doc: Value = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}):\n{out}\nstderr:\n{err}"));
@@ -152,10 +161,19 @@ async fn a_drill_refuses_when_disabled_and_reports_a_missing_standby() {
     let (active, standby) = observe::settled(&st, COUNTER_SI).expect("settled");
 
     eprintln!("phase 1: drills are off by default: refused, nothing broken");
-    let (code, _, err) = nines(&eps, &["drill", "component-kill"]).await;
+    let (code, out, err) = nines(&eps, &["drill", "component-kill"]).await;
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("drills are disabled on node"), "{err}");
     assert!(err.contains("enabled = true"), "{err}");
+    let doc: Value = serde_json::from_str(&out).expect("a JSON verdict for scripts");
+    assert_eq!(doc["ok"], false, "{doc}");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("drills are disabled"),
+        "{doc}"
+    );
 
     eprintln!("phase 2: lock the standby and the spare");
     let spare = st

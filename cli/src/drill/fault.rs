@@ -21,13 +21,18 @@ const DRILL_CALL_MS: u64 = 5_000;
 /// out first).
 pub const SELF_FAULT_DELAY_MS: u64 = 50;
 
-fn connect(addr: &str) -> anyhow::Result<DrillClient<Channel>> {
+/// A lazily connected channel to one agent, with the drill's deadlines.
+fn channel(addr: &str) -> anyhow::Result<Channel> {
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .with_context(|| format!("'{addr}' is not a host:port endpoint"))?
         .connect_timeout(Duration::from_millis(1_500))
         .timeout(Duration::from_millis(DRILL_CALL_MS))
         .tcp_nodelay(true);
-    Ok(DrillClient::new(ep.connect_lazy()))
+    Ok(ep.connect_lazy())
+}
+
+fn connect(addr: &str) -> anyhow::Result<DrillClient<Channel>> {
+    Ok(DrillClient::new(channel(addr)?))
 }
 
 /// The agent's refusal or the transport failure, said for people.
@@ -155,16 +160,12 @@ impl NodeEndpoint {
 pub async fn switchover(endpoints: &[String], si: &str) -> anyhow::Result<()> {
     let mut last = anyhow!("no endpoints given (use --endpoints host:port,...)");
     for addr in endpoints {
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .with_context(|| format!("'{addr}' is not a host:port endpoint"))?
-            .connect_timeout(Duration::from_millis(1_500))
-            .timeout(Duration::from_millis(DRILL_CALL_MS));
         let req = AdminRequest {
             operation: "si-swap".into(),
             target_kind: "si".into(),
             target: si.to_string(),
         };
-        match AmfClient::new(ep.connect_lazy()).admin(req).await {
+        match AmfClient::new(channel(addr)?).admin(req).await {
             Ok(_) => return Ok(()),
             Err(s)
                 if s.code() == tonic::Code::Unavailable

@@ -99,6 +99,25 @@ pub fn entry_after<'a>(
         .find(|h| h.index > seen && h.kind == kind && h.entity == entity && h.text.contains(word))
 }
 
+/// The first sign after index `seen` that `node` failed: the node declared down, or — when its
+/// agent came back before that — a failure the restarted director detected on one of its
+/// components or SUs.
+pub fn node_failure_after<'a>(
+    st: &'a AmfStatusReply,
+    seen: u64,
+    node: &str,
+) -> Option<&'a HistoryEntry> {
+    let on_node = |e: &str| {
+        st.components.iter().any(|c| c.name == e && c.node == node)
+            || st.sus.iter().any(|s| s.name == e && s.node == node)
+    };
+    st.history.iter().find(|h| {
+        h.index > seen
+            && ((h.kind == "node" && h.entity == node && h.text.contains("down"))
+                || (h.kind == "detected" && on_node(&h.entity)))
+    })
+}
+
 /// Why the SI has no settled active and standby, in words an operator can act on.
 pub fn why_unprotected(st: &AmfStatusReply, si_name: &str) -> String {
     let Some(si) = si(st, si_name) else {

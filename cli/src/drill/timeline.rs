@@ -311,7 +311,7 @@ fn update(seen: &mut Seen, spec: &DrillSpec, plan: &Plan, st: &AmfStatusReply, s
     }
     if seen.detected.is_none() {
         if let Some(n) = &plan.target {
-            if let Some(h) = observe::entry_after(st, plan.seen, "node", &n.node, "down") {
+            if let Some(h) = observe::node_failure_after(st, plan.seen, &n.node) {
                 seen.detected = Some(h.time_ms);
             }
         }
