@@ -164,7 +164,7 @@ pub struct RaftSection {
     /// Leader heartbeat interval (default 100).
     pub heartbeat_interval_ms: u64,
     /// Upper bound of the randomized election timeout; a follower campaigns after a silence of
-    /// between half of it and all of it (default 1000).
+    /// between half of it and all of it (default 800).
     pub election_timeout_ms: u64,
     /// Applied entries between snapshots (default 10000).
     pub snapshot_threshold_entries: u64,

@@ -2,12 +2,16 @@
 //! the pure failure detector, keeps this node's lease, and — on the leader — commits `down` /
 //! `up` into the replicated membership so every node sees one agreed view.
 //!
-//! Lease wiring (see `nines_heartbeat::lease` for the proof): a node renews its lease only from
-//! the *send* time of a beat the current leader acknowledged with `granted`; the leader grants
-//! only while its own lease holds, and renews its own from beats a quorum acknowledged.
+//! Quorum leases (see `nines_heartbeat::lease` for the timing proof and docs/design.md, "Quorum
+//! leases"): a node renews its lease from the *send* time of a beat that a majority of voters
+//! (itself included) acknowledged with `granted`. Every node grants every beat unless it has
+//! revoked the sender's lease. Before the leader declares a node down it revokes that node's
+//! lease on a majority of voters other than the node ([`answer_revoke`]); their answers bound the
+//! node's last renewal, and the leader waits one lease plus margin past that bound. Leader loss
+//! does not fence anyone else: the survivors still grant each other.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -15,10 +19,12 @@ use std::{
 use nines_consensus::{Proposer, ReadMode, Role};
 use nines_core::{shutdown::ShutdownSignal, NodeId};
 use nines_heartbeat::{
-    lease::{earliest_replacement_after_election_ms, lease_surely_expired, LeaseConfig, SelfLease},
+    lease::{earliest_replacement_ms, reported_grant_on_decider_ms, LeaseConfig, SelfLease},
     DetectorConfig, FailureDetector, Health, NodeView,
 };
-use nines_proto::membership::v1::{membership_client::MembershipClient, BeatAck, BeatRequest};
+use nines_proto::membership::v1::{
+    membership_client::MembershipClient, BeatAck, BeatRequest, RevokeLeaseReply, RevokeLeaseRequest,
+};
 use tokio::{sync::mpsc, time::Instant};
 use tonic::transport::Channel;
 
@@ -30,6 +36,42 @@ pub(crate) const BEAT_QUEUE_LEN: usize = 1_024;
 const SENT_MAX: usize = 64;
 /// How long the leader waits before proposing the same correction again.
 const REPROPOSE_AFTER_MS: u64 = 1_000;
+/// What this node granted and revoked: the evidence the leader asks for before it declares a
+/// node down ([`answer_revoke`]). Grants and revocations happen under one lock, so once a
+/// revocation is answered no grant to that node follows it.
+#[derive(Debug)]
+pub(crate) struct LeaseLedger {
+    started: Instant,
+    /// When this node last granted each member's beat.
+    granted: BTreeMap<NodeId, Instant>,
+    /// Members whose lease this node revoked, with the lease epoch of the revocation.
+    revoked: BTreeMap<NodeId, u64>,
+    /// Whether each member said, in its last beat, that it is fenced by a revocation.
+    revoked_peers: BTreeMap<NodeId, bool>,
+}
+
+impl Default for LeaseLedger {
+    fn default() -> Self {
+        LeaseLedger {
+            started: Instant::now(),
+            granted: BTreeMap::new(),
+            revoked: BTreeMap::new(),
+            revoked_peers: BTreeMap::new(),
+        }
+    }
+}
+
+impl LeaseLedger {
+    /// Lift revocations the replicated membership has moved past: the node is up at a later
+    /// lease epoch (or no longer a member).
+    fn lift(&mut self, agreed: &BTreeMap<NodeId, AgreedState>, epochs: &BTreeMap<NodeId, u64>) {
+        self.revoked.retain(|node, &mut e| match agreed.get(node) {
+            None => false,
+            Some(AgreedState::Up) => epochs.get(node).copied().unwrap_or(0) <= e,
+            Some(_) => true,
+        });
+    }
+}
 
 /// What the driver shares with the gRPC service.
 #[derive(Debug, Default)]
@@ -43,6 +85,8 @@ pub(crate) struct LocalHealth {
     /// When the driver last finished a tick: the agent's main loop is healthy while this is
     /// recent (the node watchdog and systemd's watchdog are kicked only then).
     pub last_tick: Option<tokio::time::Instant>,
+    /// What this node granted and revoked.
+    pub ledger: LeaseLedger,
 }
 
 /// The service side's handle on the driver.
@@ -68,12 +112,35 @@ pub(crate) trait Beater: Send + Sync + 'static {
         req: BeatRequest,
         timeout: Duration,
     ) -> nines_consensus::BoxFuture<'static, Option<BeatAck>>;
+
+    /// Ask `to` to revoke a node's lease ([`answer_revoke`]).
+    fn revoke(
+        &self,
+        to: NodeId,
+        addr: &str,
+        req: RevokeLeaseRequest,
+        timeout: Duration,
+    ) -> nines_consensus::BoxFuture<'static, Option<RevokeLeaseReply>>;
 }
 
 /// Beats over gRPC (`nines.membership.v1.Membership/Beat`), one lazy channel per address.
 #[derive(Default)]
 pub(crate) struct GrpcBeater {
     clients: Mutex<BTreeMap<String, MembershipClient<Channel>>>,
+}
+
+impl GrpcBeater {
+    fn client(&self, addr: &str, timeout: Duration) -> Option<MembershipClient<Channel>> {
+        let mut clients = self.clients.lock().expect("beater lock poisoned");
+        if !clients.contains_key(addr) {
+            let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+                return None;
+            };
+            let ch = ep.connect_timeout(timeout).tcp_nodelay(true).connect_lazy();
+            clients.insert(addr.to_string(), MembershipClient::new(ch));
+        }
+        clients.get(addr).cloned()
+    }
 }
 
 impl Beater for GrpcBeater {
@@ -84,18 +151,7 @@ impl Beater for GrpcBeater {
         req: BeatRequest,
         timeout: Duration,
     ) -> nines_consensus::BoxFuture<'static, Option<BeatAck>> {
-        let client = {
-            let mut clients = self.clients.lock().expect("beater lock poisoned");
-            if !clients.contains_key(addr) {
-                let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                else {
-                    return Box::pin(async { None });
-                };
-                let ch = ep.connect_timeout(timeout).tcp_nodelay(true).connect_lazy();
-                clients.insert(addr.to_string(), MembershipClient::new(ch));
-            }
-            clients.get(addr).cloned()
-        };
+        let client = self.client(addr, timeout);
         Box::pin(async move {
             let mut client = client?;
             let mut req = tonic::Request::new(req);
@@ -103,10 +159,26 @@ impl Beater for GrpcBeater {
             client.beat(req).await.ok().map(|r| r.into_inner())
         })
     }
+
+    fn revoke(
+        &self,
+        _to: NodeId,
+        addr: &str,
+        req: RevokeLeaseRequest,
+        timeout: Duration,
+    ) -> nines_consensus::BoxFuture<'static, Option<RevokeLeaseReply>> {
+        let client = self.client(addr, timeout);
+        Box::pin(async move {
+            let mut client = client?;
+            let mut req = tonic::Request::new(req);
+            req.set_timeout(timeout);
+            client.revoke_lease(req).await.ok().map(|r| r.into_inner())
+        })
+    }
 }
 
-/// Answer a beat: feed it to this node's detector, and grant a lease renewal only as a leader
-/// whose own lease holds.
+/// Answer a beat: feed it to this node's detector, and grant it (the sender may count it
+/// towards its lease) unless this node revoked the sender's lease.
 pub(crate) fn answer_beat(
     id: NodeId,
     proposer: &Proposer<AgentState>,
@@ -114,12 +186,78 @@ pub(crate) fn answer_beat(
     req: &BeatRequest,
 ) -> BeatAck {
     let _ = hb.beats.try_send((req.from, req.seq));
+    let mut local = hb.local();
     let status = proposer.status();
-    let granted = status.role == Role::Leader && !hb.local().fenced;
+    let ledger = &mut local.ledger;
+    let granted = !ledger.revoked.contains_key(&req.from);
+    if granted {
+        ledger.granted.insert(req.from, Instant::now());
+    }
+    ledger.revoked_peers.insert(req.from, req.revoked);
     BeatAck {
         from: id,
         term: status.term,
         granted,
+    }
+}
+
+/// Revoke `node`'s lease at lease epoch `epoch` (this node grants it nothing until its replica
+/// shows the node up at a later epoch) and say how long ago this node last granted it one.
+pub(crate) fn answer_revoke(
+    id: NodeId,
+    shared: &Mutex<LocalHealth>,
+    node: NodeId,
+    epoch: u64,
+) -> RevokeLeaseReply {
+    let mut local = shared.lock().expect("health lock poisoned");
+    let ledger = &mut local.ledger;
+    let e = ledger.revoked.entry(node).or_insert(epoch);
+    *e = (*e).max(epoch);
+    let since = ledger.granted.get(&node).copied().unwrap_or(ledger.started);
+    RevokeLeaseReply {
+        from: id,
+        granted_age_ms: Instant::now().saturating_duration_since(since).as_millis() as u64,
+    }
+}
+
+/// The leader's revocation of one node's lease: the answers so far, as the latest moment (its
+/// clock) each answerer can have granted the node a renewal.
+#[derive(Debug, Default)]
+struct Revocation {
+    epoch: u64,
+    answers: BTreeMap<NodeId, u64>,
+    asked_ms: Option<u64>,
+}
+
+impl Revocation {
+    /// Fold an answer received at `recv_ms`.
+    fn fold(&mut self, reply: &RevokeLeaseReply, recv_ms: u64) {
+        let at = reported_grant_on_decider_ms(recv_ms, reply.granted_age_ms);
+        self.answers.insert(reply.from, at);
+    }
+
+    /// Once enough voters other than `node` answered to meet every majority that can renew its
+    /// lease (`⌈V/2⌉` of them), the earliest time the node may be declared down: one lease plus
+    /// margin after the latest grant any of them reported.
+    fn replacement_ms(
+        &self,
+        node: NodeId,
+        voters: &BTreeSet<NodeId>,
+        cfg: &LeaseConfig,
+    ) -> Option<u64> {
+        let answered: Vec<u64> = self
+            .answers
+            .iter()
+            .filter(|(w, _)| **w != node && voters.contains(w))
+            .map(|(_, &t)| t)
+            .collect();
+        if answered.len() < voters.len().div_ceil(2) {
+            return None;
+        }
+        answered
+            .into_iter()
+            .max()
+            .map(|last| earliest_replacement_ms(last, cfg))
     }
 }
 
@@ -144,11 +282,32 @@ struct State {
     peers: BTreeMap<NodeId, String>,
     seq: u64,
     sent: VecDeque<(u64, u64)>,
-    acks: BTreeMap<u64, usize>,
-    leader_since_ms: Option<u64>,
-    /// When a correction (node, down?) was last proposed.
-    proposed: BTreeMap<(NodeId, bool), u64>,
+    /// Per beat: the voters that granted it.
+    grants: BTreeMap<u64, BTreeSet<NodeId>>,
+    /// When a correction (node, kind) was last proposed.
+    proposed: BTreeMap<(NodeId, Fix), u64>,
     fenced: bool,
+    /// When a member last refused this node a grant.
+    denied_ms: Option<u64>,
+    /// As leader: revocations under way, per node.
+    revocations: BTreeMap<NodeId, Revocation>,
+}
+
+/// The corrections the leader proposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fix {
+    Down,
+    Up,
+    Reinstate,
+}
+
+/// An answer to a revocation: for which node and epoch.
+type RevokeAnswer = (NodeId, u64, RevokeLeaseReply);
+
+/// The replicated membership, read locally each tick.
+struct Agreed {
+    states: BTreeMap<NodeId, AgreedState>,
+    epochs: BTreeMap<NodeId, u64>,
 }
 
 impl Driver {
@@ -165,42 +324,71 @@ impl Driver {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             sent: VecDeque::new(),
-            acks: BTreeMap::new(),
-            leader_since_ms: None,
+            grants: BTreeMap::new(),
             proposed: BTreeMap::new(),
             fenced: false,
+            denied_ms: None,
+            revocations: BTreeMap::new(),
         };
         let (ack_tx, mut ack_rx) = mpsc::channel::<(NodeId, u64, BeatAck)>(BEAT_QUEUE_LEN);
+        let (rev_tx, mut rev_rx) = mpsc::channel::<RevokeAnswer>(BEAT_QUEUE_LEN);
         let mut tick = tokio::time::interval(Duration::from_millis(self.detector_cfg.interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => return,
-                _ = tick.tick() => self.on_tick(&mut st, &ack_tx).await,
+                _ = tick.tick() => self.on_tick(&mut st, &ack_tx, &rev_tx).await,
                 Some((from, seq)) = self.beats.recv() => {
                     let now = st.clock.elapsed().as_millis() as u64;
                     st.detector.heartbeat(from, seq, now);
                 }
-                Some((from, seq, ack)) = ack_rx.recv() => self.on_ack(&mut st, from, seq, &ack),
+                Some((from, seq, ack)) = ack_rx.recv() => {
+                    // A fenced node that regains its lease may act at once, not at the next tick.
+                    if self.on_ack(&mut st, from, seq, &ack) && st.fenced {
+                        let now = st.clock.elapsed().as_millis() as u64;
+                        self.update_fence(&mut st, now);
+                    }
+                }
+                Some((node, epoch, reply)) = rev_rx.recv() => {
+                    let now = st.clock.elapsed().as_millis() as u64;
+                    if let Some(r) = st.revocations.get_mut(&node) {
+                        if r.epoch == epoch {
+                            r.fold(&reply, now);
+                            // A majority of answers may allow the node's replacement right now.
+                            if self.proposer.status().role == Role::Leader && !st.fenced {
+                                self.correct_agreed_view(&mut st, now, &rev_tx).await;
+                            }
+                        }
+                    }
+                }
             }
         }
     }
 
-    async fn on_tick(&mut self, st: &mut State, acks: &mpsc::Sender<(NodeId, u64, BeatAck)>) {
+    async fn on_tick(
+        &mut self,
+        st: &mut State,
+        acks: &mpsc::Sender<(NodeId, u64, BeatAck)>,
+        revokes: &mpsc::Sender<RevokeAnswer>,
+    ) {
         let now = st.clock.elapsed().as_millis() as u64;
         let status = self.proposer.status();
         self.sync_peers(st, &status.members, now);
-        match (status.role == Role::Leader, st.leader_since_ms) {
-            (true, None) => st.leader_since_ms = Some(now),
-            (false, Some(_)) => st.leader_since_ms = None,
-            _ => {}
-        }
         st.seq += 1;
         st.sent.push_back((st.seq, now));
         while st.sent.len() > SENT_MAX {
             st.sent.pop_front();
         }
+        // The only voter is its own majority.
+        let voters = status.members.values().filter(|m| m.voter).count();
+        if voters == 1 && status.members.get(&self.id).is_some_and(|m| m.voter) {
+            st.lease.on_quorum_contact(now);
+        }
+        let revoked = st.fenced
+            && st
+                .denied_ms
+                .is_some_and(|t| now < t + self.lease_cfg.lease_ms);
         let timeout = Duration::from_millis(self.detector_cfg.interval_ms);
         for (&peer, addr) in &st.peers {
             let req = BeatRequest {
@@ -208,6 +396,7 @@ impl Driver {
                 from: self.id,
                 seq: st.seq,
                 term: status.term,
+                revoked,
             };
             let beat = self.beater.beat(peer, addr, req, timeout);
             let (acks, seq) = (acks.clone(), st.seq);
@@ -220,6 +409,28 @@ impl Driver {
         for t in st.detector.tick(now) {
             tracing::info!(node = t.node, "heartbeat: node {:?} -> {:?}", t.from, t.to);
         }
+        let fenced = self.update_fence(st, now);
+        if status.role != Role::Leader {
+            st.revocations.clear();
+        }
+        if let Some(agreed) = self.read_agreed().await {
+            self.shared
+                .lock()
+                .expect("health lock poisoned")
+                .ledger
+                .lift(&agreed.states, &agreed.epochs);
+            if status.role == Role::Leader && !fenced {
+                self.correct_with(st, now, &agreed, revokes);
+            }
+        }
+        let mut local = self.shared.lock().expect("health lock poisoned");
+        local.views = st.detector.views().collect();
+        local.now_ms = now;
+        local.last_tick = Some(Instant::now());
+    }
+
+    /// Re-read the lease: log and announce a change of the fencing flag. Returns it.
+    fn update_fence(&self, st: &mut State, now: u64) -> bool {
         let fenced = st.lease.is_fenced(now);
         if fenced != st.fenced {
             if fenced {
@@ -230,18 +441,12 @@ impl Driver {
                 tracing::info!("lease regained: this node is in contact with a quorum");
             }
             st.fenced = fenced;
+            self.shared.lock().expect("health lock poisoned").fenced = fenced;
             if let Some(tx) = &self.fenced_tx {
                 let _ = tx.send(fenced);
             }
         }
-        if status.role == Role::Leader && !fenced {
-            self.correct_agreed_view(st, now).await;
-        }
-        let mut local = self.shared.lock().expect("health lock poisoned");
-        local.views = st.detector.views().collect();
-        local.now_ms = now;
-        local.fenced = fenced;
-        local.last_tick = Some(Instant::now());
+        fenced
     }
 
     fn sync_peers(&self, st: &mut State, members: &nines_consensus::Members, now: u64) {
@@ -264,75 +469,190 @@ impl Driver {
         }
     }
 
-    fn on_ack(&mut self, st: &mut State, from: NodeId, seq: u64, ack: &BeatAck) {
+    /// Count a granted acknowledgement from a voter; true if it completed a majority (this
+    /// node, if a voter, counting itself) and so renewed this node's lease.
+    fn on_ack(&mut self, st: &mut State, from: NodeId, seq: u64, ack: &BeatAck) -> bool {
         let Some(&(_, sent_ms)) = st.sent.iter().find(|(s, _)| *s == seq) else {
-            return;
+            return false;
         };
-        let status = self.proposer.status();
-        if ack.term > status.term {
-            return;
+        let members = self.proposer.status().members;
+        let voter = |id: &NodeId| members.get(id).is_some_and(|m| m.voter);
+        if ack.from != from || !voter(&from) {
+            return false;
         }
-        if status.role == Role::Leader {
-            let voters = status.members.values().filter(|m| m.voter).count();
-            let n = st.acks.entry(seq).or_insert(0);
-            *n += 1;
-            if *n + 1 > voters / 2 {
-                st.lease.on_quorum_contact(sent_ms);
-            }
-            st.acks.retain(|&s, _| s + SENT_MAX as u64 > seq);
-        } else if ack.granted && status.leader_id == Some(from) {
+        if !ack.granted {
+            st.denied_ms = Some(st.clock.elapsed().as_millis() as u64);
+            return false;
+        }
+        let voters = members.values().filter(|m| m.voter).count();
+        let own = usize::from(voter(&self.id));
+        let granted = st.grants.entry(seq).or_default();
+        granted.insert(from);
+        let renewed = granted.len() + own > voters / 2;
+        st.grants.retain(|&s, _| s + SENT_MAX as u64 > seq);
+        if renewed {
             st.lease.on_quorum_contact(sent_ms);
+        }
+        renewed
+    }
+
+    /// The local replica's membership (a stale read: the leader's is current).
+    async fn read_agreed(&self) -> Option<Agreed> {
+        let timeout = Duration::from_millis(self.detector_cfg.interval_ms);
+        self.proposer
+            .read(ReadMode::Stale, timeout, |s: &AgentState| Agreed {
+                states: s.membership.states.clone(),
+                epochs: s.membership.lease_epochs.clone(),
+            })
+            .await
+            .ok()
+    }
+
+    /// As leader, on a revocation answer: re-read the membership and correct it.
+    async fn correct_agreed_view(
+        &self,
+        st: &mut State,
+        now: u64,
+        revokes: &mpsc::Sender<RevokeAnswer>,
+    ) {
+        if let Some(agreed) = self.read_agreed().await {
+            self.correct_with(st, now, &agreed, revokes);
         }
     }
 
-    /// Level-triggered: make the agreed view match the detector, once a lost node's lease has
-    /// surely expired (and, after an election, once the previous leader's grants have too).
-    async fn correct_agreed_view(&self, st: &mut State, now: u64) {
-        let elected = st.leader_since_ms.unwrap_or(now);
-        if now < earliest_replacement_after_election_ms(elected, &self.lease_cfg) {
-            return;
-        }
-        let timeout = Duration::from_millis(self.detector_cfg.interval_ms);
-        let Ok(agreed) = self
-            .proposer
-            .read(ReadMode::Stale, timeout, |s: &AgentState| {
-                s.membership.states.clone()
-            })
-            .await
-        else {
-            return;
-        };
+    /// Level-triggered: make the agreed view match the detector. A node the detector holds
+    /// down has its lease revoked on a majority of the other voters, and is committed down one
+    /// lease plus margin after the latest grant they reported; a node heard again is committed
+    /// up; a node that is up but says it holds no lease (revoked, never declared down) is
+    /// reinstated.
+    fn correct_with(
+        &self,
+        st: &mut State,
+        now: u64,
+        agreed: &Agreed,
+        revokes: &mpsc::Sender<RevokeAnswer>,
+    ) {
+        let members = self.proposer.status().members;
+        let voters: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|(_, m)| m.voter)
+            .map(|(&id, _)| id)
+            .collect();
+        let revoked_peers = self
+            .shared
+            .lock()
+            .expect("health lock poisoned")
+            .ledger
+            .revoked_peers
+            .clone();
         let views: Vec<(NodeId, NodeView)> = st.detector.views().collect();
         for (node, view) in views {
-            let expired = lease_surely_expired(view.last_heartbeat_ms, now, &self.lease_cfg);
-            let cmd = match (agreed.get(&node), view.health) {
-                (Some(AgreedState::Up), Health::Down) if expired => {
-                    MembershipCommand::Down { node }
+            let epoch = agreed.epochs.get(&node).copied().unwrap_or(0);
+            let fix = match (agreed.states.get(&node), view.health) {
+                (Some(AgreedState::Up), Health::Down) => {
+                    let r = st.revocations.entry(node).or_default();
+                    if r.epoch != epoch {
+                        *r = Revocation {
+                            epoch,
+                            ..Revocation::default()
+                        };
+                    }
+                    match r.replacement_ms(node, &voters, &self.lease_cfg) {
+                        Some(t) if now >= t => Fix::Down,
+                        Some(_) => continue,
+                        None => {
+                            self.ask_revocations(st, node, &voters, now, revokes);
+                            continue;
+                        }
+                    }
                 }
-                (Some(AgreedState::Down), Health::Up) => MembershipCommand::Up { node },
+                (Some(AgreedState::Down), Health::Up) => Fix::Up,
+                (Some(AgreedState::Up), Health::Up)
+                    if revoked_peers.get(&node).copied().unwrap_or(false) =>
+                {
+                    st.revocations.remove(&node);
+                    Fix::Reinstate
+                }
                 _ => {
                     // Nothing to correct: forget earlier proposals so the next one is not held.
-                    st.proposed.remove(&(node, true));
-                    st.proposed.remove(&(node, false));
+                    if view.health == Health::Up {
+                        st.revocations.remove(&node);
+                    }
+                    st.proposed.retain(|(n, _), _| *n != node);
                     continue;
                 }
             };
-            // Throttle only a repeat of the same correction, never the opposite one.
-            let key = (node, matches!(cmd, MembershipCommand::Down { .. }));
+            // Throttle only a repeat of the same correction, never another one.
             if st
                 .proposed
-                .get(&key)
+                .get(&(node, fix))
                 .is_some_and(|&t| now < t + REPROPOSE_AFTER_MS)
             {
                 continue;
             }
-            st.proposed.insert(key, now);
+            st.proposed.insert((node, fix), now);
+            let cmd = match fix {
+                Fix::Down => MembershipCommand::DownRevoked { node, epoch },
+                Fix::Up => MembershipCommand::Up { node },
+                Fix::Reinstate => MembershipCommand::Reinstate { node },
+            };
             let proposer = self.proposer.clone();
             tokio::spawn(async move {
                 tracing::info!(node, "committing membership change {cmd:?}");
                 let fut = proposer.propose(&Command::Membership(cmd), Duration::from_millis(500));
                 if let Err(e) = fut.await {
                     tracing::warn!(node, "membership change not committed (retried): {e}");
+                }
+            });
+        }
+    }
+
+    /// Ask the voters that have not answered yet to revoke `node`'s lease (at most once per
+    /// interval); this node answers for itself at once.
+    fn ask_revocations(
+        &self,
+        st: &mut State,
+        node: NodeId,
+        voters: &BTreeSet<NodeId>,
+        now: u64,
+        revokes: &mpsc::Sender<RevokeAnswer>,
+    ) {
+        let interval = self.detector_cfg.interval_ms;
+        let Some(r) = st.revocations.get_mut(&node) else {
+            return;
+        };
+        if r.asked_ms.is_some_and(|t| now < t + interval) {
+            return;
+        }
+        r.asked_ms = Some(now);
+        let epoch = r.epoch;
+        if node != self.id && !r.answers.contains_key(&self.id) {
+            let own = answer_revoke(self.id, &self.shared, node, epoch);
+            r.fold(&own, now);
+        }
+        let missing: Vec<NodeId> = voters
+            .iter()
+            .filter(|&&w| w != node && w != self.id && !r.answers.contains_key(&w))
+            .copied()
+            .collect();
+        let timeout = Duration::from_millis(interval);
+        for w in missing {
+            let Some(addr) = st.peers.get(&w) else {
+                continue;
+            };
+            let req = RevokeLeaseRequest {
+                cluster: self.cluster.clone(),
+                from: self.id,
+                node,
+                epoch,
+            };
+            let ask = self.beater.revoke(w, addr, req, timeout);
+            let revokes = revokes.clone();
+            tokio::spawn(async move {
+                if let Some(reply) = ask.await {
+                    if reply.from == w {
+                        let _ = revokes.try_send((node, epoch, reply));
+                    }
                 }
             });
         }

@@ -14,11 +14,13 @@ use nines_consensus::{
 };
 use nines_core::{shutdown::Shutdown, NodeId};
 use nines_heartbeat::{lease::LeaseConfig, DetectorConfig};
-use nines_proto::membership::v1::{BeatAck, BeatRequest};
+use nines_proto::membership::v1::{BeatAck, BeatRequest, RevokeLeaseReply, RevokeLeaseRequest};
 use tokio::time::Instant;
 
 use crate::{
-    heartbeat::{answer_beat, Beater, Driver, HeartbeatHandle, LocalHealth, BEAT_QUEUE_LEN},
+    heartbeat::{
+        answer_beat, answer_revoke, Beater, Driver, HeartbeatHandle, LocalHealth, BEAT_QUEUE_LEN,
+    },
     membership::AgreedState,
     AgentState,
 };
@@ -48,6 +50,22 @@ impl Beater for InProcBeater {
         };
         Box::pin(async move { ack })
     }
+
+    fn revoke(
+        &self,
+        to: NodeId,
+        _addr: &str,
+        req: RevokeLeaseRequest,
+        _timeout: Duration,
+    ) -> nines_consensus::BoxFuture<'static, Option<RevokeLeaseReply>> {
+        let blocked = self.net.is_blocked(self.from, to) || self.net.is_blocked(to, self.from);
+        let target = self.nodes.lock().expect("registry").get(&to).cloned();
+        let reply = match (blocked, target) {
+            (false, Some((_, hb))) => Some(answer_revoke(to, &hb.shared, req.node, req.epoch)),
+            _ => None,
+        };
+        Box::pin(async move { reply })
+    }
 }
 
 fn book() -> Members {
@@ -63,13 +81,18 @@ fn book() -> Members {
         .collect()
 }
 
-#[tokio::test(start_paused = true)]
-async fn isolated_node_fences_itself_before_the_majority_declares_it_down() {
-    let lease = LeaseConfig {
-        lease_ms: 300,
-        drift_margin_ms: 150,
-        fence_reaction_ms: 100,
-    };
+/// The lease settings of the agent's defaults.
+const LEASE: LeaseConfig = LeaseConfig {
+    lease_ms: 300,
+    drift_margin_ms: 150,
+    fence_reaction_ms: 100,
+};
+
+type Keep = Vec<(Shutdown, nines_consensus::StartedNode<AgentState>)>;
+
+/// Three agents' cores on one in-process network; returns once one of them leads.
+async fn three_agents() -> (Keep, Registry, InProcessNetwork, NodeId) {
+    let lease = LEASE;
     let detector = DetectorConfig::default();
     let net = InProcessNetwork::new();
     let nodes: Registry = Arc::default();
@@ -135,6 +158,27 @@ async fn isolated_node_fences_itself_before_the_majority_declares_it_down() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let leader = leader.expect("a leader");
+    (keep, nodes, net, leader)
+}
+
+/// Whether `node` is agreed down, read on `reader`.
+async fn agreed_down(reader: &Proposer<AgentState>, node: NodeId) -> bool {
+    let agreed = reader
+        .read(
+            ReadMode::Stale,
+            Duration::from_secs(1),
+            move |s: &AgentState| s.membership.states.get(&node).copied(),
+        )
+        .await
+        .expect("read");
+    agreed == Some(AgreedState::Down)
+}
+
+#[tokio::test(start_paused = true)]
+async fn isolated_node_fences_itself_before_the_majority_declares_it_down() {
+    let lease = LEASE;
+    let detector = DetectorConfig::default();
+    let (keep, nodes, net, leader) = three_agents().await;
     // Let leases and the detector settle (and the post-election wait pass).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let victim = (1..=3).find(|&n| n != leader).expect("a follower");
@@ -182,5 +226,69 @@ async fn isolated_node_fences_itself_before_the_majority_declares_it_down() {
     assert!(
         down > fenced,
         "declared down ({down:?}) before the node fenced itself ({fenced:?})"
+    );
+}
+
+/// The lost node is the leader: the survivors keep their leases (they grant each other), the new
+/// leader revokes the old one's lease on the majority and declares it down one lease after the
+/// last grant they report — only after the old leader fenced itself, and without the former
+/// post-election wait of 2 × (lease + margin).
+#[tokio::test(start_paused = true)]
+async fn lost_leader_is_declared_down_after_it_fenced_and_survivors_keep_their_leases() {
+    let (keep, nodes, net, old) = three_agents().await;
+    // Let leases and the detector settle (and the first post-election wait pass).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let old_hb = nodes.lock().expect("registry")[&old].1.clone();
+    assert!(!old_hb.local().fenced, "a connected leader is not fenced");
+
+    eprintln!("phase: isolating the leader, node {old}");
+    net.isolate(old);
+    let isolated_at = Instant::now();
+    let (mut fenced_at, mut elected, mut down_at) = (None, None, None);
+    for _ in 0..5_000 {
+        if fenced_at.is_none() && old_hb.local().fenced {
+            fenced_at = Some(Instant::now());
+        }
+        for n in (1..=3).filter(|&n| n != old) {
+            let survivor = nodes.lock().expect("registry")[&n].1.clone();
+            assert!(
+                !survivor.local().fenced,
+                "node {n} fenced itself after {:?}: losing the leader must not fence the \
+                 majority (it still grants itself leases)",
+                isolated_at.elapsed()
+            );
+        }
+        if elected.is_none() {
+            elected = keep
+                .iter()
+                .map(|(_, s)| s.proposer.clone())
+                .find(|p| p.status().role == Role::Leader && p.status().id != old)
+                .map(|p| (p, Instant::now()));
+        }
+        if let Some((new, _)) = &elected {
+            if down_at.is_none() && agreed_down(new, old).await {
+                down_at = Some(Instant::now());
+            }
+        }
+        if fenced_at.is_some() && down_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let fenced = fenced_at.expect("the isolated leader raised fenced") - isolated_at;
+    let (_, elected_at) = elected.expect("a new leader was elected");
+    let down = down_at.expect("the new leader committed the old one down") - isolated_at;
+    let elected = elected_at - isolated_at;
+    eprintln!("fenced after {fenced:?}, new leader after {elected:?}, down after {down:?}");
+    assert!(
+        down > fenced,
+        "declared down ({down:?}) before the old leader fenced itself ({fenced:?})"
+    );
+    // Paused clock: this is the rule's logic, not a speed: the former rule waited
+    // 2 × (lease + margin) from the election.
+    let wait = Duration::from_millis(2 * (LEASE.lease_ms + LEASE.drift_margin_ms));
+    assert!(
+        down < elected + wait,
+        "declared down after {down:?}: the post-election wait is back (elected {elected:?})"
     );
 }

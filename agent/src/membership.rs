@@ -66,6 +66,20 @@ pub enum MembershipCommand {
         /// The node.
         node: NodeId,
     },
+    /// The leader declared `node` down after a majority revoked its lease at lease epoch
+    /// `epoch`; refused if the epoch moved since (the revocations may have been lifted).
+    DownRevoked {
+        /// The node.
+        node: NodeId,
+        /// Its lease epoch when the revocations were made.
+        epoch: u64,
+    },
+    /// `node` is up but holds no lease (revoked, never declared down): a new lease epoch lifts
+    /// the revocations, and any decision based on them is refused from now on.
+    Reinstate {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 /// The membership part of the agent state.
@@ -75,6 +89,9 @@ pub struct MembershipState {
     pub view: u64,
     /// Agreed state per member.
     pub states: BTreeMap<NodeId, AgreedState>,
+    /// Lease epoch per member: grows when it comes back up or is reinstated. A revocation of its
+    /// lease holds on each node until that node sees a later epoch (docs/design.md).
+    pub lease_epochs: BTreeMap<NodeId, u64>,
     /// Where committed changes are announced (not part of the replicated state).
     #[serde(skip)]
     events: Option<broadcast::Sender<Change>>,
@@ -102,10 +119,34 @@ impl MembershipState {
         }
     }
 
-    /// Apply a command; an unknown node is NOT_EXIST, a no-op change is not a change.
+    /// A member's lease epoch (0 until it first changes).
+    pub fn lease_epoch(&self, node: NodeId) -> u64 {
+        self.lease_epochs.get(&node).copied().unwrap_or(0)
+    }
+
+    /// Apply a command; an unknown node is NOT_EXIST, a no-op change is not a change, a
+    /// `DownRevoked` at an old lease epoch is TRY_AGAIN.
     pub fn apply(&mut self, cmd: MembershipCommand) -> Result<u64, AisError> {
         let (node, to, kind) = match cmd {
             MembershipCommand::Down { node } => (node, AgreedState::Down, ChangeKind::Down),
+            MembershipCommand::DownRevoked { node, epoch } => {
+                if epoch != self.lease_epoch(node) {
+                    return Err(AisError::new(
+                        ErrorCode::TryAgain,
+                        format!(
+                            "node {node}'s lease epoch is {} now, not {epoch}: revoke again",
+                            self.lease_epoch(node)
+                        ),
+                    ));
+                }
+                (node, AgreedState::Down, ChangeKind::Down)
+            }
+            MembershipCommand::Reinstate { node } => {
+                if self.states.get(&node) == Some(&AgreedState::Up) {
+                    *self.lease_epochs.entry(node).or_insert(0) += 1;
+                }
+                return Ok(self.view);
+            }
             MembershipCommand::Up { node } => (node, AgreedState::Up, ChangeKind::Up),
             MembershipCommand::Leave { node } => (node, AgreedState::Left, ChangeKind::Left),
         };
@@ -120,6 +161,9 @@ impl MembershipState {
             return Ok(self.view);
         }
         *state = to;
+        if to == AgreedState::Up {
+            *self.lease_epochs.entry(node).or_insert(0) += 1;
+        }
         self.record(node, kind);
         Ok(self.view)
     }
@@ -134,6 +178,7 @@ impl MembershipState {
             .collect();
         for id in gone {
             self.states.remove(&id);
+            self.lease_epochs.remove(&id);
             self.record(id, ChangeKind::Left);
         }
         for id in members.keys() {
@@ -198,12 +243,34 @@ mod tests {
             "left stays left"
         );
         assert!(m.apply(MembershipCommand::Down { node: 9 }).is_err());
+        // Lease epochs: up and reinstate move them; a revoked down at an old epoch is refused.
+        assert_eq!(m.lease_epoch(2), 1, "came back up once");
+        assert!(m.apply(MembershipCommand::Reinstate { node: 2 }).is_ok());
+        assert_eq!(m.lease_epoch(2), 2);
+        let stale = m.apply(MembershipCommand::DownRevoked { node: 2, epoch: 1 });
+        assert_eq!(stale.map_err(|e| e.code), Err(ErrorCode::TryAgain));
+        assert_eq!(
+            m.states[&2],
+            AgreedState::Up,
+            "a refused down changes nothing"
+        );
+        assert_eq!(
+            m.apply(MembershipCommand::DownRevoked { node: 2, epoch: 2 })
+                .expect("member"),
+            7
+        );
+        assert_eq!(m.states[&2], AgreedState::Down);
+        assert!(m.apply(MembershipCommand::Reinstate { node: 2 }).is_ok());
+        assert_eq!(m.lease_epoch(2), 2, "a down node is not reinstated");
         m.on_members(&book(&[1, 2]));
         assert_eq!(m.states.len(), 2);
         let kinds: Vec<ChangeKind> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|c| c.kind)
             .collect();
         use ChangeKind::*;
-        assert_eq!(kinds, vec![Joined, Joined, Joined, Down, Up, Left, Left]);
+        assert_eq!(
+            kinds,
+            vec![Joined, Joined, Joined, Down, Up, Left, Down, Left]
+        );
     }
 }

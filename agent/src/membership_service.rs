@@ -6,7 +6,8 @@ use nines_heartbeat::Health;
 use nines_proto::{
     membership::v1::{
         membership_server::Membership, BeatAck, BeatRequest, ChangeKind as PbKind, DrainRequest,
-        MemberState, MemberView, MembersRequest, MembershipEvent, MembershipView, WatchRequest,
+        MemberState, MemberView, MembersRequest, MembershipEvent, MembershipView, RevokeLeaseReply,
+        RevokeLeaseRequest, WatchRequest,
     },
     status_from_ais,
 };
@@ -15,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    heartbeat::{answer_beat, HeartbeatHandle},
+    heartbeat::{answer_beat, answer_revoke, HeartbeatHandle},
     membership::{AgreedState, Change, ChangeKind},
     AgentState, Command, MembershipCommand, Response as SmResponse,
 };
@@ -107,6 +108,25 @@ impl Membership for MembershipService {
             &self.proposer,
             &self.heartbeat,
             &r,
+        )))
+    }
+
+    async fn revoke_lease(
+        &self,
+        req: Request<RevokeLeaseRequest>,
+    ) -> Result<Response<RevokeLeaseReply>, Status> {
+        let r = req.into_inner();
+        if r.cluster != self.cluster {
+            return Err(Status::permission_denied(format!(
+                "node {} belongs to cluster '{}' but this node to '{}'",
+                r.from, r.cluster, self.cluster
+            )));
+        }
+        Ok(Response::new(answer_revoke(
+            self.id,
+            &self.heartbeat.shared,
+            r.node,
+            r.epoch,
         )))
     }
 

@@ -32,7 +32,7 @@ impl Default for RaftConfig {
     fn default() -> Self {
         Self {
             heartbeat_interval_ms: 100,
-            election_timeout_ms: 1_000,
+            election_timeout_ms: 800,
             snapshot_threshold_entries: 10_000,
             max_size_per_msg_bytes: 1024 * 1024,
             max_inflight_msgs: 256,
@@ -103,10 +103,10 @@ mod tests {
         assert_eq!(c.tick(), Duration::from_millis(10));
         let r = c.to_raft(1, 0);
         r.validate().expect("raft accepts it");
-        // Heartbeat every 100 ms; campaign after a silence in [500, 1000) ms.
+        // Heartbeat every 100 ms; campaign after a silence in [400, 800) ms.
         assert_eq!(
             (r.heartbeat_tick, r.min_election_tick, r.max_election_tick),
-            (10, 50, 100)
+            (10, 40, 80)
         );
     }
 

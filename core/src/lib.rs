@@ -20,7 +20,7 @@ pub type NodeId = u64;
 
 /// The wire protocol version this build speaks. Bumped only for incompatible changes; peers that
 /// speak another version are refused with a message naming both.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The data-dir format version this build writes and reads; another is refused, never guessed.
-pub const DATA_FORMAT_VERSION: u32 = 1;
+pub const DATA_FORMAT_VERSION: u32 = 2;

@@ -6,11 +6,9 @@
 //!   ([`SelfLease::on_quorum_contact`]). At its fence deadline, `anchor + lease_ms` on its own
 //!   monotonic clock ([`SelfLease::is_fenced`]), it demotes its actives and kills any that do not
 //!   quiesce in time.
-//! - **The decider** (the Raft leader) replaces a lost node's actives only once
-//!   [`lease_surely_expired`]: at `last_contact + lease_ms + drift_margin_ms` on its own monotonic
-//!   clock, `last_contact` being when it last received a heartbeat from the node
-//!   ([`crate::Transition::last_heartbeat_ms`]). A recently elected leader also waits
-//!   for [`earliest_replacement_after_election_ms`].
+//! - **The decider** (the Raft leader) replaces a lost node's actives only once its lease has
+//!   surely expired: at `last_contact + lease_ms + drift_margin_ms` on its own monotonic clock
+//!   ([`earliest_replacement_ms`]), `last_contact` bounding the node's last renewal (wiring 2).
 //!
 //! # Why the old active has stopped before the new one starts
 //! Capitals are real (physical) times. `S` = when the node's lease anchor was read, `C` = when
@@ -43,25 +41,26 @@
 //!
 //! # The wiring that makes `S ≤ C` true (the driver's obligations)
 //! 1. **Anchor at the probe's send time.** The node renews with the time it *sent* a heartbeat
-//!    (probe) that the decider acknowledged, never with the arrival time of the acknowledgement
-//!    or of the decider's own heartbeats. The acknowledgement proves the decider received the
-//!    probe at some time ≥ `S`, so its last contact `C ≥ S`. Counting arrivals is unsafe under a
-//!    one-way partition: the node keeps hearing the cluster and renewing while the cluster,
-//!    no longer hearing the node, counts down and promotes a standby. (A delayed probe the
-//!    detector ignores as stale is still fine: sequence order is send order, so it was sent
-//!    before the newest probe the decider did count.)
-//! 2. **The leader grants.** A follower renews only on the current leader's acknowledgement; a
-//!    quorum that excludes the decider says nothing about the decider's last contact. The leader
-//!    acknowledges (grants) only heartbeats it feeds to its own detector, only while its own
-//!    lease holds, and renews its own lease on acknowledgements of its probes from a quorum in
-//!    its term. So a minority-side node, leader or not, fences itself.
-//! 3. **Leader change.** Acknowledgements carry the acknowledger's Raft term, and a leader that
-//!    sees a higher term stops granting. A voter that voted for the new leader acknowledges the
-//!    old one with the new term, and the old leader's renewal quorum meets the new leader's vote
-//!    quorum, so the old leader's last own renewal was sent before the new election `E`; the old leader stops granting by `E + L/(1−ρ)`, and a node it granted is gone
-//!    by `E + 2L/(1−ρ) + R`. Hence the new leader also waits `2(L+M)` from its election
-//!    ([`earliest_replacement_after_election_ms`]) — not just `L+M` as a first reading of the
-//!    architecture suggests.
+//!    (probe) that was acknowledged, never with the arrival time of the acknowledgement or of
+//!    others' heartbeats. An acknowledgement proves its sender received the probe at some time
+//!    ≥ `S`. Counting arrivals is unsafe under a one-way partition: the node keeps hearing the
+//!    cluster and renewing while the cluster, no longer hearing the node, counts down and
+//!    promotes a standby. (A delayed probe is still fine: it was sent before the newest one.)
+//! 2. **Quorum leases, revoked before replacement.** The node renews only from a probe that a
+//!    majority of voters (itself counted if a voter) acknowledged with `granted`. Every node
+//!    grants unless it has *revoked* the node's lease. Before the decider replaces the node, it
+//!    asks `⌈V/2⌉` voters other than the node — enough to meet every majority that can renew it
+//!    — to revoke its lease; each stops granting it and answers how long ago it last granted it
+//!    (one lock covers granting and revoking, so no grant follows the answer). The node's last
+//!    renewal probe was granted by one of them, so it was sent no later than the latest grant
+//!    they report; converted to the decider's clock by [`reported_grant_on_decider_ms`], that is
+//!    `C`. No Raft leader is involved: losing the leader fences nobody who still reaches a
+//!    majority, and no post-election wait is needed.
+//! 3. **Revocations end only through the log.** A node lifts a revocation when its replica
+//!    shows the revoked node up at a later lease epoch (the epoch grows when the node comes back
+//!    up, or is reinstated because it was revoked but never declared down). The decision to
+//!    declare it down carries the epoch of the revocations it relied on and is refused if the
+//!    epoch moved, so it can never take effect after the revocations were lifted.
 
 use serde::{Deserialize, Serialize};
 
@@ -189,16 +188,19 @@ pub fn earliest_replacement_ms(last_contact_ms_on_decider: u64, cfg: &LeaseConfi
         .saturating_add(cfg.drift_margin_ms)
 }
 
-/// The decider's side after a leader change: a new leader replaces nobody before
-/// `elected_ms + 2 × (lease_ms + drift_margin_ms)` (its clock), covering leases the old leader
-/// may still have granted (module docs, wiring 3). The decider waits for the later of this and
-/// [`earliest_replacement_ms`].
-pub fn earliest_replacement_after_election_ms(elected_ms: u64, cfg: &LeaseConfig) -> u64 {
-    elected_ms.saturating_add(
-        cfg.lease_ms
-            .saturating_add(cfg.drift_margin_ms)
-            .saturating_mul(2),
-    )
+/// The decider's side of a revocation answer: another node reported, in an answer the decider
+/// received at `recv_ms` (its clock), that it last granted the node `age_ms` ago (its own
+/// clock). The grant happened no later than this reading of the decider's clock: an age `a`
+/// lasts at least `a (1 − ρ)/(1 + ρ) ≥ a (1 − 2ρ)` on the decider's clock, and the answer was sent
+/// before it was received; +1 ms covers whole-ms readings. Use the result as the last contact of
+/// [`earliest_replacement_ms`] (module docs, wiring 2).
+pub fn reported_grant_on_decider_ms(recv_ms: u64, age_ms: u64) -> u64 {
+    let slack = (u128::from(age_ms) * 2 * u128::from(CLOCK_DRIFT_PPM_MAX))
+        .div_ceil(u128::from(PPM_PER_UNIT));
+    recv_ms
+        .saturating_sub(age_ms)
+        .saturating_add(u64::try_from(slack).unwrap_or(u64::MAX))
+        .saturating_add(READING_TRUNCATION_MS as u64)
 }
 
 /// The node's side: its own lease, measured on its own monotonic clock.
@@ -206,8 +208,8 @@ pub fn earliest_replacement_after_election_ms(elected_ms: u64, cfg: &LeaseConfig
 /// A node starts fenced: it holds no actives until its first renewal.
 ///
 /// # Correctness
-/// Feed it only renewals that meet the module docs' wiring (probe send times, granted by the
-/// leader), and act on [`is_fenced`](Self::is_fenced) with a timer armed at
+/// Feed it only renewals that meet the module docs' wiring (probe send times, granted by a
+/// majority of voters), and act on [`is_fenced`](Self::is_fenced) with a timer armed at
 /// [`fence_deadline_ms`](Self::fence_deadline_ms), not at the next poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SelfLease {

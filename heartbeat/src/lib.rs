@@ -7,9 +7,10 @@
 //!    sender's sequence number and `now_ms` from the driver's monotonic clock.
 //! 3. Every `interval_ms`, [`FailureDetector::tick`] returns the health [`Transition`]s (up →
 //!    suspect → down, and back), each exactly once, in node id order. On the leader, a node that
-//!    went [`Health::Down`] is proposed "node down" once [`lease::lease_surely_expired`] says its
-//!    lease has surely run out, measured from the transition's `last_heartbeat_ms`.
-//! 4. On every node, a [`lease::SelfLease`] renewed by the leader's acknowledgements of its
+//!    went [`Health::Down`] has its lease revoked on a majority and is proposed "node down" at
+//!    [`lease::earliest_replacement_ms`] from the latest grant they report
+//!    ([`lease::reported_grant_on_decider_ms`]).
+//! 4. On every node, a [`lease::SelfLease`] renewed by a majority's acknowledgements of its
 //!    heartbeats says when the node must demote its own actives ([`lease::SelfLease::is_fenced`])
 //!    and whether it may still kick the node watchdog.
 //!

@@ -9,8 +9,8 @@
 //! at that microsecond and the one before, so the assertions are about the library's functions.
 
 use nines_heartbeat::lease::{
-    earliest_replacement_after_election_ms, earliest_replacement_ms, lease_surely_expired,
-    margin_ms_required, CLOCK_DRIFT_PPM_MAX,
+    earliest_replacement_ms, lease_surely_expired, margin_ms_required,
+    reported_grant_on_decider_ms, CLOCK_DRIFT_PPM_MAX,
 };
 use nines_heartbeat::{LeaseConfig, SelfLease};
 
@@ -177,43 +177,47 @@ fn the_minimum_margin_suffices_and_one_less_can_fail() {
     }
 }
 
-/// Wiring 3 of the lease docs: the old leader's own last renewal was sent no later than the new
-/// election; it grants until its own lease runs out; a node it granted then fences on its lease.
-/// The new leader, waiting from its election, must start after that node's actives are gone.
+/// Wiring 2 of the lease docs: a voter granted the node's probe, later answered the decider's
+/// revocation with the age of that grant; the decider, counting from the converted bound, must
+/// replace the node only after its actives are gone — for every drift of the three clocks and
+/// answers given at once or seconds later.
 #[test]
-fn a_new_leader_waits_out_leases_the_old_leader_may_still_grant() {
+fn a_revocation_answer_bounds_the_nodes_last_renewal() {
     let cfg = LeaseConfig::default();
     let reaction_us = i128::from(cfg.fence_reaction_ms) * US_PER_MS;
-    for old_drift in DRIFTS_PPM {
-        for node_drift in DRIFTS_PPM {
-            for new_drift in DRIFTS_PPM {
-                let old = Clock {
-                    offset_ms: 5,
-                    drift_ppm: old_drift,
-                };
-                let node = Clock {
-                    offset_ms: 70_000,
-                    drift_ppm: node_drift,
-                };
-                let new = Clock {
-                    offset_ms: 3_000,
-                    drift_ppm: new_drift,
-                };
-                let election_us = 12_345_678;
-                // Worst case: the old leader's last renewal probe was sent at the election.
-                let mut old_lease = SelfLease::new(cfg);
-                old_lease.on_quorum_contact(old.read_ms(election_us));
-                let last_grant_us = node_fenced_at_us(&old_lease, old) - 1;
-                // Worst case: the node's probe was sent as the old leader made its last grant.
-                let mut node_lease = SelfLease::new(cfg);
-                node_lease.on_quorum_contact(node.read_ms(last_grant_us));
-                let gone_us = node_fenced_at_us(&node_lease, node) + reaction_us;
-                let start = earliest_replacement_after_election_ms(new.read_ms(election_us), &cfg);
-                let replace_us = new.first_real_us_reading(start);
-                assert!(
-                    gone_us <= replace_us,
-                    "drifts {old_drift}/{node_drift}/{new_drift}"
-                );
+    for node_drift in DRIFTS_PPM {
+        for voter_drift in DRIFTS_PPM {
+            for decider_drift in DRIFTS_PPM {
+                for answer_delay_us in [0, 999, 5_000_000] {
+                    let node = Clock {
+                        offset_ms: 70_000,
+                        drift_ppm: node_drift,
+                    };
+                    let voter = Clock {
+                        offset_ms: 5,
+                        drift_ppm: voter_drift,
+                    };
+                    let decider = Clock {
+                        offset_ms: 3_000,
+                        drift_ppm: decider_drift,
+                    };
+                    // Worst case: the node's probe was sent the instant the voter granted it.
+                    let granted_us = 12_345_678;
+                    let mut lease = SelfLease::new(cfg);
+                    lease.on_quorum_contact(node.read_ms(granted_us));
+                    let gone_us = node_fenced_at_us(&lease, node) + reaction_us;
+                    let answered_us = granted_us + answer_delay_us;
+                    let age = voter.read_ms(answered_us) - voter.read_ms(granted_us);
+                    let recv = decider.read_ms(answered_us + 300);
+                    let bound = reported_grant_on_decider_ms(recv, age);
+                    let start = earliest_replacement_ms(bound, &cfg);
+                    let replace_us = decider.first_real_us_reading(start);
+                    assert!(
+                        gone_us <= replace_us,
+                        "drifts {node_drift}/{voter_drift}/{decider_drift}, delay \
+                         {answer_delay_us} us: gone at {gone_us}, replaced at {replace_us}"
+                    );
+                }
             }
         }
     }
