@@ -86,6 +86,12 @@ pub struct AgentConfig {
     /// changes go through `nines admin model apply FILE`. Relative to the config file.
     #[serde(default)]
     pub amf_model: Option<PathBuf>,
+    /// ip:port to serve Prometheus metrics on (`GET /metrics`); none: no metrics listener.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+    /// `[telemetry]`: trace export (OTLP) and the log format.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetrySection,
     /// `[drill]`: whether `nines drill` may kill or pause this agent and its components (off by
     /// default; see docs/design.md, "Drills").
     #[serde(default)]
@@ -240,6 +246,17 @@ impl AgentConfig {
         if let Some(a) = &self.advertise {
             check_host_port(a).map_err(|p| bad("advertise", p))?;
         }
+        if let Some(a) = &self.metrics_addr {
+            a.parse::<SocketAddr>().map_err(|e| {
+                bad(
+                    "metrics_addr",
+                    format!("'{a}' is not an ip:port address ({e})"),
+                )
+            })?;
+        }
+        self.telemetry
+            .validate()
+            .map_err(|p| bad("telemetry.otlp_endpoint", p))?;
         let mut ids = BTreeSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             let key = format!("peers[{i}]");

@@ -20,11 +20,13 @@ mod heartbeat_tests;
 mod janitor;
 mod membership;
 mod membership_service;
+mod metrics;
 mod model_loader;
 mod node_watchdog;
 mod server;
 mod session;
 mod state;
+pub mod telemetry;
 
 pub use amf_service::{parse_model, status_proto};
 pub use config::{AgentConfig, ConfigError, DrillSection, PeerConfig, WatchdogSection};

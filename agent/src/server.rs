@@ -85,6 +85,17 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
             addr: cfg.listen.clone(),
             source,
         })?;
+    let metrics_listener = match &cfg.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let transport = GrpcTransport::new(cfg.node_id, cfg.cluster.clone());
     let node_cfg = NodeConfig {
         id: cfg.node_id,
@@ -142,6 +153,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         crate::heartbeat::LocalHealth::default(),
     ));
     let shared_health = shared.clone();
+    let shared_health_for_metrics = shared.clone();
     let hb_driver = crate::heartbeat::Driver {
         id: cfg.node_id,
         cluster: cfg.cluster.clone(),
@@ -172,6 +184,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         fenced_rx,
         &shutdown,
     );
+    let watchdogs_for_metrics = watchdogs.clone();
     let amf = AmfServer::new(crate::amf_service::AmfService {
         amf: amf_handle.clone(),
         node: cfg.name.clone(),
@@ -210,6 +223,14 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         watchdog_signal,
     )
     .map_err(AgentError::Watchdog)?;
+    if let Some(l) = metrics_listener {
+        let sources = crate::metrics::Sources {
+            proposer: proposer_for_services.clone(),
+            heartbeat: shared_health_for_metrics,
+            watchdogs: watchdogs_for_metrics,
+        };
+        tokio::spawn(crate::metrics::serve(l, sources, shutdown.clone()));
+    }
     if let Some(path) = cfg.amf_model.clone() {
         tokio::spawn(crate::model_loader::run(amf_handle, path, shutdown.clone()));
     }

@@ -15,3 +15,4 @@ pub mod model;
 pub mod policy;
 pub mod process;
 pub mod state;
+pub mod telemetry;

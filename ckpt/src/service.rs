@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use nines_consensus::metrics::{Counter, Histogram, LATENCY_BOUNDS_S};
 use nines_consensus::{ProposeError, ReadMode, ServiceHandle, StateMachine};
 use nines_core::{limits as core_limits, AisError, ErrorCode};
 use nines_proto::{ckpt::v1 as pb, status_from_ais};
@@ -18,6 +19,57 @@ use crate::{
 const TIMEOUT_MAX_MS: u64 = 60_000;
 /// Asynchronous writes queued on this agent before callers get TRY_AGAIN.
 pub const ASYNC_QUEUE_LEN: usize = 4_096;
+
+/// The operations [`CkptMetrics::ops`] counts, in its order.
+pub const OPS: [&str; 9] = [
+    "open",
+    "close",
+    "unlink",
+    "create_section",
+    "delete_section",
+    "write",
+    "set_expiration",
+    "read",
+    "other",
+];
+
+/// The checkpoint service's counters on this agent (process-wide; the agent renders them).
+#[derive(Debug)]
+pub struct CkptMetrics {
+    /// Requests served, by operation ([`OPS`]).
+    pub ops: [Counter; OPS.len()],
+    /// Requests that failed (refused, or not committed).
+    pub errors: Counter,
+    /// Section bytes written (create and write).
+    pub bytes_written: Counter,
+    /// Section bytes read.
+    pub bytes_read: Counter,
+    /// Time to serve an operation (a proposal's commit and apply, or a read).
+    pub latency: Histogram,
+}
+
+/// This process's checkpoint metrics.
+pub static METRICS: CkptMetrics = CkptMetrics {
+    ops: [const { Counter::new() }; OPS.len()],
+    errors: Counter::new(),
+    bytes_written: Counter::new(),
+    bytes_read: Counter::new(),
+    latency: Histogram::new(LATENCY_BOUNDS_S),
+};
+
+/// The index in [`OPS`] of a command, and the section bytes it writes.
+fn op_of(cmd: &CkptCommand) -> (usize, u64) {
+    match cmd {
+        CkptCommand::Open { .. } => (0, 0),
+        CkptCommand::Close { .. } => (1, 0),
+        CkptCommand::Unlink { .. } => (2, 0),
+        CkptCommand::CreateSection { data, .. } => (3, data.len() as u64),
+        CkptCommand::DeleteSection { .. } => (4, 0),
+        CkptCommand::Write { writes, .. } => (5, writes.iter().map(|w| w.data.len() as u64).sum()),
+        CkptCommand::SetExpiration { .. } => (6, 0),
+        _ => (8, 0),
+    }
+}
 
 /// The checkpoint service's view of the replicated state.
 pub type CkptHandle<M> = ServiceHandle<M, CkptCommand, CkptResponse, CkptState>;
@@ -107,7 +159,17 @@ fn write_kind(k: i32) -> Result<WriteKind, Status> {
 
 impl<M: StateMachine> CkptService<M> {
     async fn propose(&self, cmd: CkptCommand, timeout: Duration) -> Result<CkptResponse, Status> {
-        self.handle.propose(cmd, timeout).await.map_err(propose_err)
+        let (op, bytes) = op_of(&cmd);
+        let started = tokio::time::Instant::now();
+        let r = self.handle.propose(cmd, timeout).await;
+        let m = &METRICS;
+        m.latency.observe(started.elapsed());
+        m.ops[op].inc();
+        match &r {
+            Ok(CkptResponse::Error(_)) | Err(_) => m.errors.inc(),
+            Ok(_) => m.bytes_written.add(bytes),
+        }
+        r.map_err(propose_err)
     }
 
     /// Refuse, before proposing, data that cannot fit the checkpoint's limits (TOO_BIG) and
@@ -298,6 +360,9 @@ impl<M: StateMachine> pb::checkpoint_server::Checkpoint for CkptService<M> {
             epoch: r.epoch,
         };
         if mode == UpdateMode::Async {
+            let (op, bytes) = op_of(&cmd);
+            METRICS.ops[op].inc();
+            METRICS.bytes_written.add(bytes);
             self.async_tx.try_send(cmd).map_err(|_| {
                 err(
                     ErrorCode::TryAgain,
@@ -331,6 +396,7 @@ impl<M: StateMachine> pb::checkpoint_server::Checkpoint for CkptService<M> {
             })
             .collect();
         let name = r.checkpoint;
+        let started = tokio::time::Instant::now();
         let got = self
             .handle
             .read(
@@ -338,9 +404,16 @@ impl<M: StateMachine> pb::checkpoint_server::Checkpoint for CkptService<M> {
                 deadline(r.options.as_ref()),
                 move |s: &CkptState| s.read(&name, &reads),
             )
-            .await
-            .map_err(propose_err)?
-            .map_err(|e| status_from_ais(&e))?;
+            .await;
+        let m = &METRICS;
+        m.latency.observe(started.elapsed());
+        m.ops[7].inc();
+        if !matches!(got, Ok(Ok(_))) {
+            m.errors.inc();
+        }
+        let got = got.map_err(propose_err)?.map_err(|e| status_from_ais(&e))?;
+        m.bytes_read
+            .add(got.iter().map(|(_, data)| data.len() as u64).sum());
         let sections = got
             .into_iter()
             .map(|(section, data)| pb::SectionData { section, data })

@@ -27,6 +27,8 @@ pub struct LocalNode {
     pub config: PathBuf,
     /// Its log file (stdout and stderr).
     pub log: PathBuf,
+    /// Where it serves Prometheus metrics, if [`LocalOptions::metrics`].
+    pub metrics_addr: Option<String>,
     child: Option<Child>,
 }
 
@@ -44,6 +46,11 @@ pub struct LocalOptions {
     pub amf_model_text: Option<String>,
     /// Extra environment for the agents (their components inherit it).
     pub env: Vec<(String, String)>,
+    /// Serve Prometheus metrics on a free port per agent (`metrics_addr`; see
+    /// [`LocalNode::metrics_addr`]).
+    pub metrics: bool,
+    /// TOML appended to every agent's config (tables only, e.g. `[telemetry]`).
+    pub extra_config: String,
     /// Enable the drill endpoint (`[drill] enabled = true`) on every agent.
     pub drill: bool,
 }
@@ -72,6 +79,7 @@ fn config_text(
     peers: &[(u64, String)],
     opts: &LocalOptions,
     join: bool,
+    metrics_addr: Option<&str>,
 ) -> String {
     let mut s = format!(
         "cluster = \"local\"\nnode_id = {id}\nname = \"n{id}\"\ndata_dir = \"{}\"\nlisten = \"{addr}\"\njoin = {join}\n",
@@ -80,6 +88,9 @@ fn config_text(
     if let Some(m) = &opts.amf_model {
         s.push_str(&format!("amf_model = \"{}\"\n", m.display()));
     }
+    if let Some(m) = metrics_addr {
+        s.push_str(&format!("metrics_addr = \"{m}\"\n"));
+    }
     for (pid, paddr) in peers {
         s.push_str(&format!(
             "\n[[peers]]\nid = {pid}\nname = \"n{pid}\"\naddr = \"{paddr}\"\n"
@@ -87,6 +98,11 @@ fn config_text(
     }
     if let Some(t) = opts.snapshot_threshold_entries {
         s.push_str(&format!("\n[raft]\nsnapshot_threshold_entries = {t}\n"));
+    }
+    if !opts.extra_config.is_empty() {
+        s.push('\n');
+        s.push_str(&opts.extra_config);
+        s.push('\n');
     }
     if opts.drill {
         s.push_str("\n[drill]\nenabled = true\n");
@@ -113,12 +129,26 @@ impl LocalCluster {
         for (id, addr) in &peers {
             let config = root.join(format!("n{id}.toml"));
             let data = root.join(format!("data-n{id}"));
-            fs::write(&config, config_text(*id, addr, &data, &peers, &opts, false))?;
+            let metrics_addr = match opts.metrics {
+                true => Some(format!("127.0.0.1:{}", free_port()?)),
+                false => None,
+            };
+            let text = config_text(
+                *id,
+                addr,
+                &data,
+                &peers,
+                &opts,
+                false,
+                metrics_addr.as_deref(),
+            );
+            fs::write(&config, text)?;
             nodes.push(LocalNode {
                 id: *id,
                 addr: addr.clone(),
                 config,
                 log: root.join(format!("n{id}.log")),
+                metrics_addr,
                 child: None,
             });
         }
@@ -146,13 +176,22 @@ impl LocalCluster {
         let peers: Vec<(u64, String)> = self.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
         let config = self.root.join(format!("n{id}.toml"));
         let data = self.root.join(format!("data-n{id}"));
-        let text = config_text(id, &addr, &data, &peers, &LocalOptions::default(), true);
+        let text = config_text(
+            id,
+            &addr,
+            &data,
+            &peers,
+            &LocalOptions::default(),
+            true,
+            None,
+        );
         fs::write(&config, text)?;
         self.nodes.push(LocalNode {
             id,
             addr,
             config,
             log: self.root.join(format!("n{id}.log")),
+            metrics_addr: None,
             child: None,
         });
         self.spawn(id)?;

@@ -479,22 +479,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
 async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
-    init_logging(a.log_json);
     let mut cfg = nines_agent::AgentConfig::load(&a.config)?;
+    // Logs (text or JSON) and OTLP trace export; dropped (flushed) when the agent returns.
+    let _telemetry = nines_agent::telemetry::init(&cfg, a.log_json);
     if let Some(d) = a.data_dir {
         cfg.data_dir = d;
     }

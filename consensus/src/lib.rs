@@ -23,6 +23,7 @@ mod error;
 mod logger;
 mod mailbox;
 mod members;
+pub mod metrics;
 mod node;
 mod proposer;
 mod ready;

@@ -106,11 +106,22 @@ impl<M: StateMachine> Proposer<M> {
             .map_err(|e| ProposeError::Rejected(format!("command does not encode: {e}")));
         let this = self.clone();
         async move {
-            let bytes = this
-                .submit(ForwardKind::Propose, payload?, timeout, true)
-                .await?;
-            postcard::from_bytes(&bytes)
-                .map_err(|e| ProposeError::Unknown(format!("undecodable response: {e}")))
+            let started = Instant::now();
+            let r = async {
+                let bytes = this
+                    .submit(ForwardKind::Propose, payload?, timeout, true)
+                    .await?;
+                postcard::from_bytes(&bytes)
+                    .map_err(|e| ProposeError::Unknown(format!("undecodable response: {e}")))
+            }
+            .await;
+            let m = &crate::metrics::RAFT;
+            m.proposal_latency.observe(started.elapsed());
+            match &r {
+                Ok(_) => m.proposals_ok.inc(),
+                Err(_) => m.proposals_failed.inc(),
+            }
+            r
         }
     }
 

@@ -256,6 +256,7 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         self.sm.on_membership(&self.members);
         self.applied = meta.index;
         self.snapshot_index = meta.index;
+        crate::metrics::RAFT.snapshots_installed.inc();
         tracing::info!(node = self.id, index = meta.index, "installed snapshot");
         Ok(())
     }
@@ -279,6 +280,7 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         meta.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
         self.store.compact_to_snapshot(&snap)?;
         self.snapshot_index = self.applied;
+        crate::metrics::RAFT.snapshots_taken.inc();
         tracing::info!(
             node = self.id,
             index = self.applied,

@@ -34,5 +34,5 @@ pub use command::{Event, EvtCommand, EvtResponse, Pattern};
 pub use filter::{matches, validate_filters, Filter, FilterKind, FilterParseError};
 pub use limits::Limits;
 pub use queue::{Delivery, SubscriberQueue};
-pub use service::{event_to_pb, EvtHandle, EvtService, SUBSCRIBER_QUEUE_LEN};
+pub use service::{event_to_pb, EvtHandle, EvtMetrics, EvtService, METRICS, SUBSCRIBER_QUEUE_LEN};
 pub use state::{ChannelInfo, EvtState, Since};

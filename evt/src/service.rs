@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use nines_consensus::metrics::Counter;
 use nines_consensus::{ProposeError, ReadMode, ServiceHandle, StateMachine};
 use nines_core::{limits as core_limits, AisError, ErrorCode};
 use nines_proto::{evt::v1 as pb, status_from_ais};
@@ -15,6 +16,24 @@ use tonic::{Request, Response, Status};
 use crate::{
     matches, Delivery, Event, EvtCommand, EvtResponse, EvtState, Filter, FilterKind, Pattern,
     SubscriberQueue,
+};
+
+/// The event service's counters on this agent (process-wide; the agent renders them).
+#[derive(Debug)]
+pub struct EvtMetrics {
+    /// Events published through this agent (committed).
+    pub published: Counter,
+    /// Events delivered to this agent's subscribers.
+    pub delivered: Counter,
+    /// Events this agent's subscribers lost (announced to them in lost notices).
+    pub lost: Counter,
+}
+
+/// This process's event service metrics.
+pub static METRICS: EvtMetrics = EvtMetrics {
+    published: Counter::new(),
+    delivered: Counter::new(),
+    lost: Counter::new(),
 };
 
 /// The event service's view of the replicated state.
@@ -155,6 +174,7 @@ impl<M: StateMachine + 'static> pb::events_server::Events for EvtService<M> {
         };
         match self.propose(cmd).await? {
             EvtResponse::Published { event_id } => {
+                METRICS.published.inc();
                 Ok(Response::new(pb::PublishResponse { event_id }))
             }
             r => Err(unexpected(r)),
@@ -326,9 +346,13 @@ impl<M: StateMachine + 'static> Pump<M> {
                         if let Some(item) = self.queue.pop() {
                             let item = match item {
                                 Delivery::Event(e) => {
+                                    METRICS.delivered.inc();
                                     pb::subscribe_item::Item::Event(event_to_pb(&e))
                                 }
-                                Delivery::Lost { count } => pb::subscribe_item::Item::Lost(count),
+                                Delivery::Lost { count } => {
+                                    METRICS.lost.add(count);
+                                    pb::subscribe_item::Item::Lost(count)
+                                }
                             };
                             permit.send(Ok(pb::SubscribeItem { item: Some(item) }));
                         }

@@ -200,6 +200,7 @@ where
             let Some(local) = self.shared.local.lock().await.get(&e.key).copied() else {
                 continue;
             };
+            crate::telemetry::METRICS.watchdog_expiries.inc();
             tracing::warn!(component = %e.key, "watchdog expired");
             let cmd = AmfCommand::ComponentError {
                 component: e.key.clone(),
@@ -231,6 +232,7 @@ where
                     if let LinkEvent::Kick { component } = &ev {
                         let now = self.now_ms();
                         self.watchdogs.kick(component, now);
+                        crate::telemetry::METRICS.watchdog_kicks.inc();
                         continue;
                     }
                     self.on_link(ev).await

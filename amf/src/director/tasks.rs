@@ -21,7 +21,32 @@ async fn propose<M: StateMachine + 'static, L: ComponentLink>(
     shared: &Shared<M, L>,
     cmd: AmfCommand,
 ) -> bool {
-    match shared.amf.propose(cmd, PROPOSE_TIMEOUT).await {
+    use tracing::Instrument;
+    // A fault report opens the failover's trace (see crate::telemetry).
+    let span = match &cmd {
+        AmfCommand::ComponentError {
+            component,
+            incarnation,
+            reason,
+            detected_at_ms,
+            ..
+        } => tracing::info_span!(
+            "amf.fault",
+            fault_id = %crate::telemetry::fault_id(component, *incarnation),
+            node = %shared.cfg.node,
+            component = %component,
+            incarnation,
+            reason = %reason,
+            detected_ms = detected_at_ms,
+        ),
+        _ => tracing::Span::none(),
+    };
+    let proposed = shared
+        .amf
+        .propose(cmd, PROPOSE_TIMEOUT)
+        .instrument(span)
+        .await;
+    match proposed {
         Ok(AmfResponse::Refused(e)) => {
             tracing::warn!("the cluster refused a director report: {e}");
             true
@@ -319,9 +344,36 @@ pub(super) fn deliver<M: StateMachine + 'static, L: ComponentLink>(
     incarnations: BTreeMap<String, u64>,
 ) {
     let shared = shared.clone();
-    tokio::spawn(async move {
+    let d = &plan.directive;
+    // Every callback is traced; an active assignment's carries its failover's id.
+    let span = tracing::info_span!(
+        "amf.callback",
+        failover_id = tracing::field::Empty,
+        node = %shared.cfg.node,
+        sg = %d.sg,
+        si = %d.si,
+        su = %d.su,
+        ha_state = crate::state::kind_name(d.kind),
+        epoch = d.epoch,
+        ok = tracing::field::Empty,
+    );
+    if matches!(d.kind, MsgKind::Active(_)) {
+        span.record(
+            "failover_id",
+            crate::telemetry::failover_id(&d.sg, d.epoch).as_str(),
+        );
+    }
+    let work = async move {
         let id = plan.directive.id;
         let (ok, reason) = deliver_inner(&shared, &plan, &incarnations).await;
+        tracing::Span::current().record("ok", ok);
+        let m = &crate::telemetry::METRICS;
+        let counter = if ok {
+            &m.callbacks_ok
+        } else {
+            &m.callbacks_failed
+        };
+        counter.inc();
         let acked = propose(
             &shared,
             AmfCommand::Ack {
@@ -336,7 +388,8 @@ pub(super) fn deliver<M: StateMachine + 'static, L: ComponentLink>(
             tokio::time::sleep(RETRY_DELAY).await;
         }
         let _ = shared.done.send(Done::Directive(id)).await;
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(work, span));
 }
 
 async fn deliver_inner<M: StateMachine + 'static, L: ComponentLink>(

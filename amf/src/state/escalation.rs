@@ -51,6 +51,7 @@ impl AmfState {
             if let Some(done) = self.try_restart(ctx, comp, &su) {
                 return done;
             }
+            crate::telemetry::METRICS.escalations_failover.inc();
             rec = Recovery::ComponentFailover;
         }
         if rec == Recovery::ComponentFailover {
@@ -58,6 +59,7 @@ impl AmfState {
             if let Some(done) = self.try_su_failover(ctx, comp, &su, &node, cause) {
                 return done;
             }
+            crate::telemetry::METRICS.escalations_node_failover.inc();
             rec = Recovery::NodeFailover;
         }
         if rec == Recovery::NodeSwitchover {
@@ -88,6 +90,7 @@ impl AmfState {
             .allow(now, limits.comp_restart_max, limits.comp_restart_prob_ms)
         {
             self.restart_component(comp);
+            crate::telemetry::METRICS.component_restarts.inc();
             let text = format!("restart component {comp}");
             self.record(ctx, now, HistoryKind::Decided, comp, text);
             return Some(AmfResponse::Done {
@@ -100,6 +103,8 @@ impl AmfState {
         {
             s.comp_restarts.reset();
             self.restart_su(su);
+            crate::telemetry::METRICS.su_restarts.inc();
+            crate::telemetry::METRICS.escalations_su_restart.inc();
             let text = format!("restart SU {su} (component restarts exhausted)");
             self.record(ctx, now, HistoryKind::Decided, su, text);
             return Some(AmfResponse::Done {

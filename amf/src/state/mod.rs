@@ -116,6 +116,15 @@ impl AmfState {
 
     /// Apply one command. Business refusals are values; nothing here fails.
     pub fn apply(&mut self, ctx: ApplyContext, cmd: AmfCommand) -> AmfResponse {
+        let before_epoch = self.epoch;
+        let fault = match &cmd {
+            AmfCommand::ComponentError {
+                component,
+                incarnation,
+                ..
+            } => Some(crate::telemetry::fault_id(component, *incarnation)),
+            _ => None,
+        };
         let resp = match cmd {
             AmfCommand::ApplyModel { model } => self.apply_model(ctx, *model),
             AmfCommand::Presence {
@@ -148,6 +157,7 @@ impl AmfState {
         if !matches!(resp, AmfResponse::Ignored | AmfResponse::Refused(_)) {
             self.notify();
         }
+        crate::telemetry::trace_decisions(self, before_epoch, fault.as_deref());
         resp
     }
 
@@ -201,8 +211,11 @@ impl AmfState {
             format!("node {why}"),
         );
         let cause = format!("node {node} {why}");
+        let before_epoch = self.epoch;
         self.track_node_failover(node, cause, ctx.time_ms, ctx.time_ms);
         self.fail_node(ctx, node);
+        let fault = format!("node/{node}");
+        crate::telemetry::trace_decisions(self, before_epoch, Some(&fault));
         self.notify();
     }
 
@@ -635,6 +648,7 @@ impl AmfState {
             confirmed_ms.saturating_sub(t.detected_ms)
         );
         self.record(ctx, confirmed_ms, HistoryKind::Failover, &d.si, text);
+        crate::telemetry::failover_confirmed(&d.sg, &d.si, &d.su, d.epoch, &timeline);
         if let Some(last) = self.history.back_mut() {
             last.timeline = Some(timeline);
         }
