@@ -258,6 +258,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         biased;
         _ = shutdown.wait() => {
             tracing::info!("shutdown requested: draining requests, stopping components");
+            let stopping = tokio::time::Instant::now();
             let _ = tokio::time::timeout(grace, &mut server).await;
             let _ = tokio::time::timeout(grace, director).await;
             // Components are stopped: a planned stop must not reset the node.
@@ -271,7 +272,10 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
                 Ok(Err(e)) => return Err(AgentError::Server(format!("raft driver panicked: {e}"))),
                 Err(_) => tracing::warn!("raft driver did not stop within the grace period"),
             }
-            tracing::info!("agent stopped");
+            // A span, so that trace export shows the stop too (flushed after `run` returns).
+            let stop_ms = stopping.elapsed().as_millis() as u64;
+            tracing::info_span!("agent.stop", node = cfg.node_id, stop_ms)
+                .in_scope(|| tracing::info!("agent stopped"));
             Ok(())
         }
         r = &mut driver => {

@@ -445,4 +445,16 @@ async fn a_failover_shows_in_metrics_and_in_traces() {
     };
     assert_eq!(fault.resource["nines.node.name"], node_of(&active));
     assert_eq!(callback.resource["nines.node.name"], node_of(&new_active));
+
+    eprintln!("phase: SIGTERM an agent: its last span is flushed before it exits");
+    let mut c = c;
+    let code = c.terminate(3, LONG).expect("n3 stops on SIGTERM");
+    assert_eq!(code, Some(0), "n3 exits cleanly");
+    let stop = collector.spans().into_iter().find(|s| {
+        s.name == "agent.stop" && s.resource.get("nines.node.id").map(String::as_str) == Some("3")
+    });
+    assert!(
+        stop.is_some(),
+        "n3's agent.stop span was not flushed at exit"
+    );
 }
