@@ -705,6 +705,13 @@ mod tests {
             v.members[1].state = pb::MemberState::Left as i32;
             Ok(tonic::Response::new(v))
         }
+
+        async fn revoke_lease(
+            &self,
+            _: tonic::Request<pb::RevokeLeaseRequest>,
+        ) -> std::result::Result<tonic::Response<pb::RevokeLeaseReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented("agent to agent only"))
+        }
     }
 
     async fn serve(fake: Fake) -> String {
