@@ -356,7 +356,7 @@ impl Driver {
                         if r.epoch == epoch {
                             r.fold(&reply, now);
                             // A majority of answers may allow the node's replacement right now.
-                            if self.proposer.status().role == Role::Leader && !st.fenced {
+                            if self.proposer.status().role == Role::Leader {
                                 self.correct_agreed_view(&mut st, now, &rev_tx).await;
                             }
                         }
@@ -385,10 +385,7 @@ impl Driver {
         if voters == 1 && status.members.get(&self.id).is_some_and(|m| m.voter) {
             st.lease.on_quorum_contact(now);
         }
-        let revoked = st.fenced
-            && st
-                .denied_ms
-                .is_some_and(|t| now < t + self.lease_cfg.lease_ms);
+        let revoked = self.revoked(st, now);
         let timeout = Duration::from_millis(self.detector_cfg.interval_ms);
         for (&peer, addr) in &st.peers {
             let req = BeatRequest {
@@ -409,7 +406,7 @@ impl Driver {
         for t in st.detector.tick(now) {
             tracing::info!(node = t.node, "heartbeat: node {:?} -> {:?}", t.from, t.to);
         }
-        let fenced = self.update_fence(st, now);
+        self.update_fence(st, now);
         if status.role != Role::Leader {
             st.revocations.clear();
         }
@@ -419,7 +416,9 @@ impl Driver {
                 .expect("health lock poisoned")
                 .ledger
                 .lift(&agreed.states, &agreed.epochs);
-            if status.role == Role::Leader && !fenced {
+            // A fenced leader corrects too: its own lease says nothing about the safety of a
+            // decision (revocations do), and only a leader can reinstate itself.
+            if status.role == Role::Leader {
                 self.correct_with(st, now, &agreed, revokes);
             }
         }
@@ -427,6 +426,15 @@ impl Driver {
         local.views = st.detector.views().collect();
         local.now_ms = now;
         local.last_tick = Some(Instant::now());
+    }
+
+    /// Whether this node is fenced because its lease was revoked (a member refused it a grant
+    /// within the last lease), not merely cut off.
+    fn revoked(&self, st: &State, now: u64) -> bool {
+        st.fenced
+            && st
+                .denied_ms
+                .is_some_and(|t| now < t + self.lease_cfg.lease_ms)
     }
 
     /// Re-read the lease: log and announce a change of the fencing flag. Returns it.
@@ -545,10 +553,21 @@ impl Driver {
             .ledger
             .revoked_peers
             .clone();
-        let views: Vec<(NodeId, NodeView)> = st.detector.views().collect();
-        for (node, view) in views {
+        // Every peer as its detector sees it, and this node itself: alive, and revoked if its
+        // own lease was refused (a restarted leader may have to reinstate itself).
+        let own_revoked = self.revoked(st, now);
+        let mut views: Vec<(NodeId, Health, bool)> = st
+            .detector
+            .views()
+            .map(|(id, v): (NodeId, NodeView)| {
+                let revoked = revoked_peers.get(&id).copied().unwrap_or(false);
+                (id, v.health, revoked)
+            })
+            .collect();
+        views.push((self.id, Health::Up, own_revoked));
+        for (node, health, revoked) in views {
             let epoch = agreed.epochs.get(&node).copied().unwrap_or(0);
-            let fix = match (agreed.states.get(&node), view.health) {
+            let fix = match (agreed.states.get(&node), health) {
                 (Some(AgreedState::Up), Health::Down) => {
                     let r = st.revocations.entry(node).or_default();
                     if r.epoch != epoch {
@@ -567,15 +586,13 @@ impl Driver {
                     }
                 }
                 (Some(AgreedState::Down), Health::Up) => Fix::Up,
-                (Some(AgreedState::Up), Health::Up)
-                    if revoked_peers.get(&node).copied().unwrap_or(false) =>
-                {
+                (Some(AgreedState::Up), Health::Up) if revoked => {
                     st.revocations.remove(&node);
                     Fix::Reinstate
                 }
                 _ => {
                     // Nothing to correct: forget earlier proposals so the next one is not held.
-                    if view.health == Health::Up {
+                    if health == Health::Up {
                         st.revocations.remove(&node);
                     }
                     st.proposed.retain(|(n, _), _| *n != node);

@@ -32,6 +32,10 @@ pub struct LocalNode {
     child: Option<Child>,
 }
 
+/// Set (to anything) to keep every throw-away cluster's directory — configs, data and agent
+/// logs — after `nines demo`, `nines bench` or a test, to see what happened.
+pub const KEEP_ENV: &str = "NINES_KEEP_LOCAL";
+
 /// Timing overrides for a local cluster (the defaults are the product defaults).
 #[derive(Debug, Clone, Default)]
 pub struct LocalOptions {
@@ -159,7 +163,7 @@ impl LocalCluster {
             nodes,
             env: opts.env.clone(),
         };
-        if opts.keep {
+        if opts.keep || std::env::var_os(KEEP_ENV).is_some() {
             let _ = c.dir.take().map(|d| d.keep());
         }
         for id in 1..=n {
