@@ -386,7 +386,10 @@ impl Driver {
             st.lease.on_quorum_contact(now);
         }
         let revoked = self.revoked(st, now);
-        let timeout = Duration::from_millis(self.detector_cfg.interval_ms);
+        // A grant renews from the beat's send time however late it arrives, so a slow answer
+        // (a loaded peer) is still worth waiting for, up to one lease: a shorter deadline fenced
+        // healthy nodes on a busy machine, and a fence stops their components.
+        let timeout = Duration::from_millis(self.lease_cfg.lease_ms);
         for (&peer, addr) in &st.peers {
             let req = BeatRequest {
                 cluster: self.cluster.clone(),

@@ -120,6 +120,8 @@ pub struct Director<M: StateMachine, L: ComponentLink> {
     /// lost: only an incarnation it never handled can be a process left by a previous run (the
     /// local view may lag its own reports, so "instantiated but not here" alone proves nothing).
     lost_reported: HashSet<(String, u64)>,
+    /// Components the fence stopped, not yet reported gone.
+    fence_stopped: HashSet<String>,
     /// Fenced: no starts, actives quiesced and stopped.
     fenced: bool,
     /// Set once the fence reaction finished (every local component stopped); cleared when the
@@ -154,6 +156,7 @@ where
             busy: HashSet::new(),
             inflight: HashSet::new(),
             lost_reported: HashSet::new(),
+            fence_stopped: HashSet::new(),
             fenced: false,
             fence_done: Arc::default(),
             watchdogs: nines_watchdog::DeadlineTable::new(),
@@ -355,7 +358,18 @@ where
         }
         tracing::error!(node = %self.shared.cfg.node, "fenced: stopping local components");
         let view = self.view().await.unwrap_or_default();
+        let stopped: HashSet<String> = self
+            .shared
+            .sup
+            .running()
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
         tasks::fence(&self.shared, &view).await;
+        // Once the fence lifts, the reconcile reports each of them gone (their assignments must
+        // move at once, not when a callback to a dead process times out).
+        self.lost_reported.retain(|(c, _)| !stopped.contains(c));
+        self.fence_stopped.extend(stopped);
         self.fence_done.store(true, Ordering::SeqCst);
     }
 
@@ -452,7 +466,11 @@ where
             component: plan.name.clone(),
             incarnation: plan.incarnation,
             recommended: Recovery::NoRecommendation,
-            reason: "its node director restarted: the process is no longer supervised".into(),
+            reason: if self.fence_stopped.remove(&plan.name) {
+                "stopped by this node's fence (its lease ran out)".into()
+            } else {
+                "its node director restarted: the process is no longer supervised".into()
+            },
             detected_at_ms: now_ms(),
         };
         tasks::propose_in_background(&self.shared, cmd);
