@@ -93,16 +93,24 @@ fn kind(k: ChangeKind) -> PbKind {
     }
 }
 
+impl MembershipService {
+    /// Agent-to-agent calls come only from members of this cluster.
+    fn same_cluster(&self, cluster: &str, from: NodeId) -> Result<(), Status> {
+        if cluster == self.cluster {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "node {from} belongs to cluster '{cluster}' but this node to '{}'",
+            self.cluster
+        )))
+    }
+}
+
 #[tonic::async_trait]
 impl Membership for MembershipService {
     async fn beat(&self, req: Request<BeatRequest>) -> Result<Response<BeatAck>, Status> {
         let r = req.into_inner();
-        if r.cluster != self.cluster {
-            return Err(Status::permission_denied(format!(
-                "node {} belongs to cluster '{}' but this node to '{}'",
-                r.from, r.cluster, self.cluster
-            )));
-        }
+        self.same_cluster(&r.cluster, r.from)?;
         Ok(Response::new(answer_beat(
             self.id,
             &self.proposer,
@@ -116,12 +124,7 @@ impl Membership for MembershipService {
         req: Request<RevokeLeaseRequest>,
     ) -> Result<Response<RevokeLeaseReply>, Status> {
         let r = req.into_inner();
-        if r.cluster != self.cluster {
-            return Err(Status::permission_denied(format!(
-                "node {} belongs to cluster '{}' but this node to '{}'",
-                r.from, r.cluster, self.cluster
-            )));
-        }
+        self.same_cluster(&r.cluster, r.from)?;
         Ok(Response::new(answer_revoke(
             self.id,
             &self.heartbeat.shared,
