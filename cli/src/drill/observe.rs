@@ -187,7 +187,31 @@ pub async fn status(endpoints: &[String], avoid: Option<&str>) -> Option<AmfStat
     None
 }
 
-/// Wait until the SI has a settled active and standby; on timeout the error says why not.
+/// How long the AMF history must stay unchanged before a settled SI is ready for the next fault:
+/// a fault injected into the tail of earlier events (a node that resumed reporting what its fence
+/// stopped, say) would be timed against them.
+pub const QUIET: Duration = Duration::from_millis(500);
+
+/// Tracks how long the AMF history has not grown.
+#[derive(Debug, Default)]
+pub struct Quiet(Option<(u64, Instant)>);
+
+impl Quiet {
+    /// Whether `st`'s history has not grown for [`QUIET`] (false the first time it is seen).
+    pub fn is_quiet(&mut self, st: &AmfStatusReply) -> bool {
+        let index = last_index(st);
+        match self.0 {
+            Some((i, since)) if i == index => since.elapsed() >= QUIET,
+            _ => {
+                self.0 = Some((index, Instant::now()));
+                false
+            }
+        }
+    }
+}
+
+/// Wait until the SI has a settled active and standby and the history has been quiet for
+/// [`QUIET`]; on timeout the error says why not.
 pub async fn wait_settled(
     endpoints: &[String],
     si_name: &str,
@@ -195,9 +219,10 @@ pub async fn wait_settled(
 ) -> anyhow::Result<AmfStatusReply> {
     let deadline = Instant::now() + limit;
     let mut last = None;
+    let mut quiet = Quiet::default();
     loop {
         if let Some(st) = status(endpoints, None).await {
-            if settled(&st, si_name).is_some() {
+            if settled(&st, si_name).is_some() && quiet.is_quiet(&st) {
                 return Ok(st);
             }
             last = Some(st);

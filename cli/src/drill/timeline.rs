@@ -17,8 +17,9 @@ use super::{DrillKind, DrillSpec};
 /// After a pause ends, how long a detection may still show up in the history.
 const PAUSE_GRACE_MS: u64 = 2_000;
 
-/// Wait for the SI to be protected. `Ok(Err(why))`: it is not, and will not be soon (no standby
-/// candidate at all, or not settled within `limit`); `Err`: no agent answered.
+/// Wait for the SI to be protected, with a quiet history ([`observe::QUIET`]). `Ok(Err(why))`:
+/// it is not, and will not be soon (no standby candidate at all, or not settled within `limit`);
+/// `Err`: no agent answered.
 pub(super) async fn preflight(
     endpoints: &[String],
     si: &str,
@@ -26,10 +27,16 @@ pub(super) async fn preflight(
 ) -> anyhow::Result<Result<AmfStatusReply, String>> {
     let deadline = Instant::now() + limit;
     let mut last: Option<AmfStatusReply> = None;
+    let mut quiet = observe::Quiet::default();
     loop {
         if let Some(st) = observe::status(endpoints, None).await {
             if observe::settled(&st, si).is_some() {
-                return Ok(Ok(st));
+                if quiet.is_quiet(&st) {
+                    return Ok(Ok(st));
+                }
+                last = Some(st);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
             if no_candidate(&st, si) {
                 return Ok(Err(observe::why_unprotected(&st, si)));
@@ -38,6 +45,10 @@ pub(super) async fn preflight(
         }
         if Instant::now() >= deadline {
             return match last {
+                Some(st) if observe::settled(&st, si).is_some() => Ok(Err(format!(
+                    "{si} is protected, but the AMF history kept changing for {limit:?} (see \
+                     `nines amf history`): wait for the cluster to calm down"
+                ))),
                 Some(st) => Ok(Err(format!(
                     "not settled within {limit:?}: {}",
                     observe::why_unprotected(&st, si)
