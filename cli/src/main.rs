@@ -55,6 +55,8 @@ enum Cmd {
     /// Example: nines members --watch -o json
     Members(members_cmd::MembersArgs),
     /// Checkpoints: create, write, read, list, inspect, unlink.
+    ///
+    /// Example: nines ckpt write orders cursor --data 42
     #[command(subcommand)]
     Ckpt(ckpt_cmd::CkptCmd),
     /// Events: channels, publish, subscribe (with filters, priorities, retention).
@@ -68,9 +70,13 @@ enum Cmd {
     #[command(subcommand)]
     Amf(AmfCmd),
     /// Administrative operations: AMF model and admin operations, cluster membership.
+    ///
+    /// Example: nines admin si-swap counter-si
     #[command(subcommand)]
     Admin(AdminCmd),
     /// Benchmarks (use a release build: cargo run --release -- bench ...).
+    ///
+    /// Example: cargo run --release -- bench amf --trials 50
     #[command(subcommand)]
     Bench(BenchCmd),
     /// Run a bundled example application as a component (the agent starts it; see
@@ -196,9 +202,13 @@ enum ExampleCmd {
     /// The 2N counter (examples/counter): the active counts and checkpoints, the standby takes
     /// over from the checkpoint. Needs NINES_COMPONENT, NINES_SOCKET and NINES_ENDPOINTS, which
     /// the agent sets.
+    ///
+    /// Example (a model's component): instantiate = '"$NINES_BIN" example counter'
     Counter,
     /// The session server (examples/session-server): a TCP service whose client sessions
     /// survive failover through checkpoints. Needs the same environment as the counter.
+    ///
+    /// Example (a model's component): instantiate = '"$NINES_BIN" example session-server'
     SessionServer,
 }
 
@@ -223,9 +233,13 @@ enum AmfCmd {
 #[derive(Subcommand)]
 enum AdminCmd {
     /// Cluster membership.
+    ///
+    /// Example: nines admin node add --id 4 --addr 127.0.0.1:7104 --name n4
     #[command(subcommand)]
     Node(NodeCmd),
     /// The AMF model (service groups, SUs, components, SIs, CSIs).
+    ///
+    /// Example: nines admin model apply deploy/local/model.toml
     #[command(subcommand)]
     Model(ModelCmd),
     /// Take an SU, a node's SUs, or an SI out of service (their SIs move gracefully).
@@ -852,4 +866,31 @@ fn print_trials<T: serde::Serialize>(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every visible command, at every level, teaches by an example in its `--help`.
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub
+                    .get_long_about()
+                    .or(sub.get_about())
+                    .map(|s| s.to_string());
+                if !help.is_some_and(|h| h.contains("Example")) {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "nines", &mut missing);
+        missing.retain(|p| !p.ends_with(" help"));
+        assert!(missing.is_empty(), "no Example in --help of: {missing:?}");
+    }
 }
