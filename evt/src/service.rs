@@ -239,14 +239,16 @@ impl<M: StateMachine + 'static> pb::events_server::Events for EvtService<M> {
             .await?;
         }
         // Listen before reading the backlog: an event applied in between is in both, and the
-        // pump drops what it already passed (ids only grow).
+        // pump drops what it already passed (ids only grow). The read is linearizable: a
+        // follower that has not yet applied an acknowledged create or publish would answer
+        // NOT_EXIST or miss it (seen in CI).
         let live = self.events.subscribe();
         let channel = r.channel.clone();
         let from = r.from_id;
         let timeout = Duration::from_millis(core_limits::CLIENT_TIMEOUT_MS);
         let backlog = self
             .handle
-            .read(ReadMode::Stale, timeout, move |s| {
+            .read(ReadMode::Linearizable, timeout, move |s| {
                 backlog(s, &channel, from)
             })
             .await
