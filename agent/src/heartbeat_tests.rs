@@ -179,7 +179,7 @@ async fn isolated_node_fences_itself_before_the_majority_declares_it_down() {
     let lease = LEASE;
     let detector = DetectorConfig::default();
     let (keep, nodes, net, leader) = three_agents().await;
-    // Let leases and the detector settle (and the post-election wait pass).
+    // Let leases and the detector settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let victim = (1..=3).find(|&n| n != leader).expect("a follower");
     let victim_hb = nodes.lock().expect("registry")[&victim].1.clone();
@@ -236,7 +236,7 @@ async fn isolated_node_fences_itself_before_the_majority_declares_it_down() {
 #[tokio::test(start_paused = true)]
 async fn lost_leader_is_declared_down_after_it_fenced_and_survivors_keep_their_leases() {
     let (keep, nodes, net, old) = three_agents().await;
-    // Let leases and the detector settle (and the first post-election wait pass).
+    // Let leases and the detector settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let old_hb = nodes.lock().expect("registry")[&old].1.clone();
     assert!(!old_hb.local().fenced, "a connected leader is not fenced");
