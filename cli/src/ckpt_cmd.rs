@@ -476,7 +476,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// `1 MiB`, `64 KiB`, or `1000 B`.
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const KIB: u64 = 1 << 10;
     const MIB: u64 = 1 << 20;
     match n {
@@ -496,7 +496,8 @@ fn retention_text(d: Duration) -> String {
     format!("{} after the last close", compact_ms(ms))
 }
 
-fn compact_ms(ms: u64) -> String {
+/// `ms` in its largest whole unit: `7d`, `5m`, `1500ms`.
+pub(crate) fn compact_ms(ms: u64) -> String {
     for (unit, per) in [
         ("d", 86_400_000),
         ("h", 3_600_000),

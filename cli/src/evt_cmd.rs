@@ -1,5 +1,5 @@
-//! `nines evt ...`: event channels — create, unlink, list, publish, subscribe (built on
-//! nines-sdk's [`EventClient`]).
+//! `nines evt ...`: event channels — create, unlink, list, publish, subscribe, and the service's
+//! limits (`limits`, in [`crate::evt_limits_cmd`]) — built on nines-sdk's [`EventClient`].
 //!
 //! Output of `subscribe` for people is one line per event, `#<id> [p<priority>] <publisher>
 //! {<name>=<value>,...} <data>`, and `lost <n> events` for a lost-event notice. With `-o json`,
@@ -26,6 +26,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     ckpt_cmd::parse_duration,
+    evt_limits_cmd::{self, LimitsCmd},
     output::{table, Format},
 };
 
@@ -69,6 +70,18 @@ pub enum EvtCmd {
         channel: String,
         /// The event's id.
         id: u64,
+    },
+    /// Show the limits every event command is checked against; `set` changes them.
+    ///
+    /// Patterns per event, sizes, channels, retained events, retention, rings of recent events.
+    /// They are the same on every agent: part of the replicated state, changed only through the
+    /// log (`nines evt limits set`), never in an agent's config.
+    ///
+    /// Example: nines evt limits -o json
+    Limits {
+        /// Change them (without: show them).
+        #[command(subcommand)]
+        set: Option<LimitsCmd>,
     },
 }
 
@@ -169,6 +182,7 @@ pub async fn run(cmd: EvtCmd, endpoints: &[String], format: Format) -> anyhow::R
             }
         }
         EvtCmd::Subscribe(a) => subscribe(&client, a, format).await?,
+        EvtCmd::Limits { set } => evt_limits_cmd::run(&client, set, format).await?,
         EvtCmd::ClearRetention { channel, id } => {
             client.clear_retention(&channel, id).await?;
             match format {

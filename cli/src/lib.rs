@@ -26,6 +26,7 @@ pub mod ckpt_cmd;
 pub mod client;
 pub mod drill;
 pub mod evt_cmd;
+pub mod evt_limits_cmd;
 pub mod local;
 pub mod members_cmd;
 pub mod output;

@@ -59,7 +59,7 @@ enum Cmd {
     /// Example: nines ckpt write orders cursor --data 42
     #[command(subcommand)]
     Ckpt(ckpt_cmd::CkptCmd),
-    /// Events: channels, publish, subscribe (with filters, priorities, retention).
+    /// Events: channels, publish, subscribe (with filters, priorities, retention), limits.
     ///
     /// Example: nines evt subscribe alarms --filter prefix:kind=link- -o json
     #[command(subcommand)]

@@ -1,8 +1,9 @@
 //! The event service on three real agents, through the `nines evt` commands and the SDK's
 //! `EventClient`: retained events reach late subscribers (and expired ones do not), filters
 //! pass only matching events, subscribers on different agents see one order with no gaps or
-//! duplicates — also while the leader is killed and restarted — and a subscriber that resumes
-//! from its last id misses nothing.
+//! duplicates — also while the leader is killed and restarted — a subscriber that resumes
+//! from its last id misses nothing, and limits set through `nines evt limits set` hold on every
+//! agent.
 
 use std::{collections::BTreeSet, process::Command, time::Duration};
 
@@ -307,6 +308,66 @@ async fn cli_publish_subscribe_retention_filters_and_bad_input() {
     let out = nines(&["evt", "publish", "c", "--priority", "9", "--data", "x"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--priority"));
+
+    eprintln!("phase: limits: 21 patterns are refused until `evt limits set` raises the limit");
+    let patterns: Vec<String> = (0..21).map(|i| format!("p{i}=v")).collect();
+    let mut publish_21 = vec!["evt", "publish", "lim", "--data", "x"];
+    for p in &patterns {
+        publish_21.extend(["--pattern", p]);
+    }
+    let limits = |ep: &str| -> Value {
+        let out = nines_ok(ep, &["evt", "limits", "-o", "json"]);
+        serde_json::from_str(out.trim()).expect("limits json")
+    };
+    assert_eq!(limits(&eps)["patterns_max"], 20, "the AIS default");
+    let out = nines(&[publish_21.as_slice(), &["--endpoints", &eps]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("21 patterns") && err.contains("INVALID_PARAM"),
+        "{err}"
+    );
+    let out = nines_ok(
+        &eps,
+        &["evt", "limits", "set", "--patterns-max", "32", "-o", "json"],
+    );
+    let set: Value = serde_json::from_str(out.trim()).expect("set json");
+    assert_eq!(set["patterns_max"], 32);
+    assert_eq!(set["data_bytes_max"], 64 * 1024, "the other limits stay");
+    for ep in c.endpoints() {
+        assert_eq!(limits(&ep), set, "agent {ep} applies the same limits");
+    }
+    let last = c.endpoints().last().cloned().expect("an agent");
+    nines_ok(&last, &publish_21);
+    let mut wide = Subscription::new("lim");
+    for _ in 0..21 {
+        wide = wide.filter(nines_sdk::Filter::pass_all());
+    }
+    drop(client.subscribe(&wide).await.expect("21 filters pass too"));
+
+    eprintln!("phase: lowering a limit below what the cluster holds is refused, in one line");
+    let out = nines(&[
+        "evt",
+        "limits",
+        "set",
+        "--channels-max",
+        "1",
+        "--endpoints",
+        &eps,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("channels_max 1") && err.contains("NO_SPACE"),
+        "{err}"
+    );
+    let table = nines_ok(&eps, &["evt", "limits"]);
+    assert!(
+        table.starts_with("LIMIT") && table.contains("channels_max"),
+        "{table}"
+    );
+    assert_eq!(limits(&eps), set, "the refusal changed nothing");
 }
 
 /// Subscribe to `channel` through `addr` only, from `from_id`.

@@ -1,27 +1,12 @@
 //! The replicated commands of the event service, their outcomes, and the event itself.
+//!
+//! Both enums are append-only: entries already in logs and snapshots must keep decoding, so a new
+//! command or outcome goes at the end and none is removed or reordered.
 
 use nines_core::AisError;
 use serde::{Deserialize, Serialize};
 
-/// One entry of an event's pattern array: a name that identifies it and a value that filters
-/// match against. Both are bytes (at most `Limits::pattern_bytes_max` each).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Pattern {
-    /// What the pattern is (e.g. `b"severity"`); filters may name it to guard their position.
-    pub name: Vec<u8>,
-    /// The value filters match against (e.g. `b"critical"`).
-    pub value: Vec<u8>,
-}
-
-impl Pattern {
-    /// A pattern from anything byte-like.
-    pub fn new(name: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        Self {
-            name: name.into(),
-            value: value.into(),
-        }
-    }
-}
+use crate::{Limits, Pattern};
 
 /// A replicated event-service command. Every command first drops the retained events whose
 /// retention ran out at the entry's time stamp.
@@ -66,6 +51,20 @@ pub enum EvtCommand {
     /// janitor proposes it once [`EvtState::next_deadline_ms`](crate::EvtState::next_deadline_ms)
     /// has passed).
     Expire,
+    /// Replace the limits every later command is checked against (the operator's `nines evt
+    /// limits set`). Refused, changing nothing, when `limits` fail [`Limits::check`]
+    /// (INVALID_PARAM), when `expected` is given and differs from the current limits
+    /// (BAD_OPERATION: someone changed them since they were read), or when the state already
+    /// holds more than the new limits allow — channels, retained events or retained bytes
+    /// (NO_SPACE). Rings of recent events are trimmed to the new bounds (that is history, not a
+    /// promise); existing channels and events beyond the new size limits are kept.
+    SetLimits {
+        /// The new limits, whole.
+        limits: Limits,
+        /// Replace only if the current limits are exactly these (a read-modify-write that must
+        /// not undo a concurrent change, nor zero a limit the writer does not know of).
+        expected: Option<Limits>,
+    },
 }
 
 /// A command's outcome. Business refusals are values ([`EvtResponse::Refused`]), never failures
@@ -93,6 +92,8 @@ pub enum EvtResponse {
     },
     /// Refused; nothing changed (beyond the expiry every command runs first).
     Refused(AisError),
+    /// `SetLimits` succeeded: later commands are checked against the new limits.
+    LimitsSet,
 }
 
 /// A published event, as stored, retained and delivered.

@@ -19,20 +19,22 @@
 //!    [`Delivery::Lost`] notice — never a silent gap, and a slow subscriber slows no one else.
 //!
 //! Everything here is synchronous and deterministic: no clock, no I/O. [`limits`] names every
-//! bound, and [`Limits`] carries them in the replicated state.
+//! bound, and [`Limits`] carries them in the replicated state; the operator changes them with
+//! [`EvtCommand::SetLimits`], through the log like every other command. Filters, patterns and
+//! limits are `nines_core::evt`'s, shared with the SDK so both sides read them the same way.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod command;
 mod filter;
-pub mod limits;
 mod queue;
 mod service;
 mod state;
 
-pub use command::{Event, EvtCommand, EvtResponse, Pattern};
-pub use filter::{matches, validate_filters, Filter, FilterKind, FilterParseError};
-pub use limits::Limits;
+pub use command::{Event, EvtCommand, EvtResponse};
+pub use filter::validate_filters;
+pub use nines_core::evt::limits::{self, Limits};
+pub use nines_core::evt::{matches, Filter, FilterKind, FilterParseError, Pattern};
 pub use queue::{Delivery, SubscriberQueue};
 pub use service::{event_to_pb, EvtHandle, EvtMetrics, EvtService, METRICS, SUBSCRIBER_QUEUE_LEN};
 pub use state::{ChannelInfo, EvtState, Since};

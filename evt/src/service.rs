@@ -14,8 +14,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    matches, Delivery, Event, EvtCommand, EvtResponse, EvtState, Filter, FilterKind, Pattern,
-    SubscriberQueue,
+    matches, validate_filters, Delivery, Event, EvtCommand, EvtResponse, EvtState, Filter, Limits,
+    Pattern, SubscriberQueue,
 };
 
 /// The event service's counters on this agent (process-wide; the agent renders them).
@@ -55,6 +55,16 @@ impl<M: StateMachine> EvtService<M> {
     /// events on (see [`EvtState::set_events`]).
     pub fn new(handle: EvtHandle<M>, events: broadcast::Sender<Event>) -> Self {
         Self { handle, events }
+    }
+
+    /// The limits in force, read linearizably: a subscriber checked right after a
+    /// `SetLimits` is checked against the new limits, whichever agent it called.
+    async fn limits(&self) -> Result<Limits, Status> {
+        let timeout = Duration::from_millis(core_limits::CLIENT_TIMEOUT_MS);
+        self.handle
+            .read(ReadMode::Linearizable, timeout, |s| s.limits().clone())
+            .await
+            .map_err(propose_err)
     }
 
     async fn propose(&self, cmd: EvtCommand) -> Result<EvtResponse, Status> {
@@ -106,27 +116,15 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
     }
 }
 
-fn filter_from_pb(f: pb::Filter) -> Result<Filter, Status> {
-    let kind = match pb::FilterKind::try_from(f.kind) {
-        Ok(pb::FilterKind::Prefix) => FilterKind::Prefix,
-        Ok(pb::FilterKind::Suffix) => FilterKind::Suffix,
-        Ok(pb::FilterKind::Exact) => FilterKind::Exact,
-        Ok(pb::FilterKind::PassAll) => FilterKind::PassAll,
-        _ => {
-            return Err(status_from_ais(&AisError::new(
-                ErrorCode::InvalidParam,
-                format!(
-                    "filter kind {} is not prefix, suffix, exact or pass-all",
-                    f.kind
-                ),
-            )))
-        }
-    };
-    Ok(Filter {
-        kind,
-        pattern: f.pattern,
-        name: (!f.name.is_empty()).then_some(f.name),
-    })
+/// A request's limits, or INVALID_PARAM naming the missing field.
+fn limits_from_pb(limits: Option<pb::Limits>, field: &str) -> Result<Limits, Status> {
+    let limits = limits.ok_or_else(|| {
+        status_from_ais(&AisError::new(
+            ErrorCode::InvalidParam,
+            format!("{field} is missing; give the limits, whole"),
+        ))
+    })?;
+    Limits::try_from(limits).map_err(|e| status_from_ais(&e))
 }
 
 type ItemStream = ReceiverStream<Result<pb::SubscribeItem, Status>>;
@@ -218,6 +216,35 @@ impl<M: StateMachine + 'static> pb::events_server::Events for EvtService<M> {
         }))
     }
 
+    async fn get_limits(
+        &self,
+        _: Request<pb::GetLimitsRequest>,
+    ) -> Result<Response<pb::GetLimitsResponse>, Status> {
+        let limits = self.limits().await?;
+        Ok(Response::new(pb::GetLimitsResponse {
+            limits: Some(pb::Limits::from(&limits)),
+        }))
+    }
+
+    async fn set_limits(
+        &self,
+        req: Request<pb::SetLimitsRequest>,
+    ) -> Result<Response<pb::SetLimitsResponse>, Status> {
+        let r = req.into_inner();
+        let limits = limits_from_pb(r.limits, "limits")?;
+        let expected = match r.expected {
+            Some(e) => Some(limits_from_pb(Some(e), "expected")?),
+            None => None,
+        };
+        match self
+            .propose(EvtCommand::SetLimits { limits, expected })
+            .await?
+        {
+            EvtResponse::LimitsSet => Ok(Response::new(pb::SetLimitsResponse {})),
+            r => Err(unexpected(r)),
+        }
+    }
+
     type SubscribeStream = ItemStream;
 
     async fn subscribe(
@@ -228,10 +255,10 @@ impl<M: StateMachine + 'static> pb::events_server::Events for EvtService<M> {
         let filters = r
             .filters
             .into_iter()
-            .map(filter_from_pb)
-            .collect::<Result<Vec<_>, _>>()?;
-        crate::validate_filters(&filters, &crate::Limits::default())
+            .map(Filter::try_from)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| status_from_ais(&e))?;
+        validate_filters(&filters, &self.limits().await?).map_err(|e| status_from_ais(&e))?;
         if r.create {
             self.propose(EvtCommand::Create {
                 channel: r.channel.clone(),

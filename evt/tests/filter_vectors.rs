@@ -181,7 +181,7 @@ fn check_parse(file: &str, case: &ParseCase) {
         (None, Err(e)) => panic!("{at}: want a filter, got {e}"),
         (None, Ok(f)) => {
             assert_eq!(Some(f.kind), case.kind.as_deref().map(kind), "{at}: kind");
-            let name = case.name.as_ref().map(|n| n.as_bytes().to_vec());
+            let name = case.name.as_deref().unwrap_or_default().as_bytes();
             assert_eq!(f.name, name, "{at}: name");
             let pattern = case.pattern.as_deref().unwrap_or_default().as_bytes();
             assert_eq!(f.pattern, pattern, "{at}: pattern");

@@ -616,3 +616,191 @@ fn published_events_are_announced_in_commit_order() {
     s.publish(701, publish("x", "6"));
     assert_eq!(rx.try_recv().expect("announced again").id, 5);
 }
+
+fn set_limits(limits: &Limits, expected: Option<&Limits>) -> EvtCommand {
+    EvtCommand::SetLimits {
+        limits: limits.clone(),
+        expected: expected.cloned(),
+    }
+}
+
+/// A publish on `channel` with `n` patterns.
+fn with_patterns(channel: &str, n: usize) -> EvtCommand {
+    publish_with(channel, |c| {
+        *field(c).patterns = (0..n).map(|i| Pattern::new(format!("p{i}"), "v")).collect()
+    })
+}
+
+#[test]
+fn limits_change_through_the_log() {
+    let mut s = Story::new(Limits::default());
+    let defaults = Limits::default();
+
+    s.phase("the AIS default refuses a 21st pattern");
+    s.refused(
+        0,
+        with_patterns("l", 21),
+        ErrorCode::InvalidParam,
+        "21 patterns given; at most 20",
+    );
+
+    s.phase("raising patterns_max to 32 lets it through, and only up to 32");
+    let raised = Limits {
+        patterns_max: 32,
+        ..defaults.clone()
+    };
+    assert_eq!(
+        s.apply(0, set_limits(&raised, Some(&defaults))),
+        EvtResponse::LimitsSet
+    );
+    assert_eq!(s.state.limits(), &raised);
+    assert_eq!(s.publish(0, with_patterns("l", 21)), 1);
+    assert_eq!(s.publish(0, with_patterns("l", 32)), 2);
+    s.refused(
+        0,
+        with_patterns("l", 33),
+        ErrorCode::InvalidParam,
+        "at most 32",
+    );
+
+    s.phase("limits that fail the check are refused, naming the field");
+    let zero = Limits {
+        channels_max: 0,
+        ..raised.clone()
+    };
+    s.refused(
+        0,
+        set_limits(&zero, None),
+        ErrorCode::InvalidParam,
+        "channels_max is 0",
+    );
+    let huge = Limits {
+        data_bytes_max: 64 * 1024 * 1024,
+        ..raised.clone()
+    };
+    s.refused(
+        0,
+        set_limits(&huge, None),
+        ErrorCode::InvalidParam,
+        "data_bytes_max",
+    );
+
+    s.phase("a read-modify-write from stale limits is refused: it would undo the raise");
+    let stale = Limits {
+        data_bytes_max: 1_024,
+        ..defaults.clone()
+    };
+    s.refused(
+        0,
+        set_limits(&stale, Some(&defaults)),
+        ErrorCode::BadOperation,
+        "changed since they were read",
+    );
+    assert_eq!(s.state.limits(), &raised);
+
+    s.phase("lowering patterns_max below stored events is fine: they are kept");
+    assert_eq!(
+        s.apply(0, set_limits(&defaults, None)),
+        EvtResponse::LimitsSet
+    );
+    assert_eq!(s.ids_since("l", 0), (vec![1, 2], 0));
+    s.refused(
+        0,
+        with_patterns("l", 21),
+        ErrorCode::InvalidParam,
+        "at most 20",
+    );
+}
+
+#[test]
+fn limits_are_not_lowered_below_what_the_state_holds() {
+    let mut s = Story::new(Limits::default());
+    let defaults = Limits::default();
+    for ch in ["a", "b", "c"] {
+        s.apply(0, create(ch));
+    }
+    for n in 0..3 {
+        s.publish(0, retained("a", &format!("r{n}"), 60_000));
+    }
+    for n in 0..5 {
+        s.publish(0, publish("b", &n.to_string()));
+    }
+
+    s.phase("fewer channels than exist: NO_SPACE, nothing changes");
+    let lower = |edit: fn(&mut Limits)| {
+        let mut l = defaults.clone();
+        edit(&mut l);
+        set_limits(&l, None)
+    };
+    s.refused(
+        0,
+        lower(|l| l.channels_max = 2),
+        ErrorCode::NoSpace,
+        "below the 3 channels that exist; unlink 1",
+    );
+    assert_eq!(
+        s.apply(0, lower(|l| l.channels_max = 3)),
+        EvtResponse::LimitsSet
+    );
+    s.refused(
+        0,
+        create("d"),
+        ErrorCode::NoSpace,
+        "all 3 channels are in use",
+    );
+
+    s.phase("fewer retained events or bytes than are retained: NO_SPACE");
+    s.refused(
+        0,
+        lower(|l| l.retained_per_channel_max = 2),
+        ErrorCode::NoSpace,
+        "below the 3 events channel 'a' retains",
+    );
+    s.refused(
+        0,
+        lower(|l| l.retained_bytes_max = 10),
+        ErrorCode::NoSpace,
+        "retained_bytes_max 10 is below",
+    );
+
+    s.phase("once the retention is cleared, the same lowering goes through");
+    for id in 1..=3 {
+        s.apply(0, clear("a", id));
+    }
+    assert_eq!(
+        s.apply(0, lower(|l| l.retained_per_channel_max = 2)),
+        EvtResponse::LimitsSet
+    );
+
+    s.phase("a smaller ring is trimmed at once: its oldest events are lost to resumers");
+    assert_eq!(s.ids_since("b", 0), (vec![1, 2, 3, 4, 5], 0));
+    assert_eq!(
+        s.apply(0, lower(|l| l.recent_events_max = 2)),
+        EvtResponse::LimitsSet
+    );
+    assert_eq!(s.ids_since("b", 0), (vec![4, 5], 3));
+}
+
+#[test]
+fn set_limits_survive_a_snapshot() {
+    let mut s = Story::new(Limits::default());
+    let raised = Limits {
+        patterns_max: 32,
+        ..Limits::default()
+    };
+    s.apply(10, set_limits(&raised, None));
+
+    s.phase("a node restored from the snapshot applies with the raised limits");
+    let bytes = postcard::to_allocvec(&s.state).expect("serializes");
+    let mut restored: EvtState = postcard::from_bytes(&bytes).expect("restores");
+    assert_eq!(restored.limits(), &raised);
+    let ctx = ApplyContext {
+        index: 50,
+        term: 2,
+        time_ms: 20,
+    };
+    let both = |state: &mut EvtState| state.apply(ctx, with_patterns("s", 25));
+    assert_eq!(both(&mut restored), EvtResponse::Published { event_id: 1 });
+    assert_eq!(both(&mut s.state), EvtResponse::Published { event_id: 1 });
+    assert_eq!(restored, s.state);
+}

@@ -16,6 +16,9 @@
 //!   last event it delivered: no duplicate, and no silent gap.
 //! - [`EventClient::create`], [`EventClient::unlink`], [`EventClient::channels`],
 //!   [`EventClient::clear_retention`] manage channels and retained events.
+//! - [`EventClient::limits`] and [`EventClient::update_limits`] read and change the
+//!   [`EventLimits`] every agent checks commands against (the same on every agent: they are
+//!   part of the replicated state).
 //!
 //! Endpoints, deadlines and failover follow the same rules as the
 //! [`CheckpointClient`](crate::CheckpointClient): see [`ClientConfig`]. A publish whose
@@ -57,6 +60,7 @@
 //! # }
 //! ```
 
+mod limits;
 mod stream;
 mod types;
 
@@ -65,17 +69,17 @@ use std::{
     time::Duration,
 };
 
-use nines_core::limits;
+use nines_core::limits as core_limits;
 use nines_proto::evt::v1::{self as pb, events_client::EventsClient as Grpc};
 use tonic::{
     transport::{Channel, Endpoint},
     Streaming,
 };
 
+pub use nines_core::evt::limits::PRIORITY_LOWEST;
+pub use nines_core::evt::{Filter, FilterKind, Limits as EventLimits};
 pub use stream::{EventStream, REORDER_WINDOW_IDS};
-pub use types::{
-    ChannelInfo, Delivery, Event, Filter, FilterKind, Publish, Subscription, PRIORITY_LOWEST,
-};
+pub use types::{ChannelInfo, Delivery, Event, Publish, Subscription};
 
 use crate::{
     call::{base_endpoint, Inner, Service},
@@ -147,8 +151,8 @@ impl Service for Grpc<Channel> {
 
     fn over(channel: Channel) -> Self {
         Grpc::new(channel)
-            .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+            .max_decoding_message_size(core_limits::GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(core_limits::GRPC_MESSAGE_BYTES_MAX)
     }
 
     fn verdict(status: &tonic::Status, idempotency: Idempotency) -> Verdict {
@@ -394,6 +398,10 @@ mod tests {
     struct Fake {
         subscribes: Mutex<Vec<u64>>,
         unlinked: bool,
+        /// The limits it holds; `SetLimits` replaces them if `expected` matches.
+        limits: Mutex<EventLimits>,
+        /// Before each of this many `SetLimits`, "another operator" raises `channels_max`.
+        races: Mutex<u32>,
     }
 
     type ItemStream = std::pin::Pin<
@@ -455,6 +463,38 @@ mod tests {
                     retained: 2,
                 }],
             }))
+        }
+
+        async fn get_limits(
+            &self,
+            _r: tonic::Request<pb::GetLimitsRequest>,
+        ) -> std::result::Result<tonic::Response<pb::GetLimitsResponse>, tonic::Status> {
+            let limits = self.limits.lock().expect("lock");
+            Ok(tonic::Response::new(pb::GetLimitsResponse {
+                limits: Some(pb::Limits::from(&*limits)),
+            }))
+        }
+
+        async fn set_limits(
+            &self,
+            r: tonic::Request<pb::SetLimitsRequest>,
+        ) -> std::result::Result<tonic::Response<pb::SetLimitsResponse>, tonic::Status> {
+            let r = r.into_inner();
+            let mut limits = self.limits.lock().expect("lock");
+            let mut races = self.races.lock().expect("lock");
+            if *races > 0 {
+                *races -= 1;
+                limits.channels_max += 1;
+            }
+            let expected = EventLimits::try_from(r.expected.expect("expected")).expect("limits");
+            if expected != *limits {
+                return Err(status_from_ais(&AisError::new(
+                    ErrorCode::BadOperation,
+                    "they changed since they were read",
+                )));
+            }
+            *limits = EventLimits::try_from(r.limits.expect("limits")).expect("limits");
+            Ok(tonic::Response::new(pb::SetLimitsResponse {}))
         }
 
         type SubscribeStream = ItemStream;
@@ -559,12 +599,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn limits_update_by_read_modify_write_without_undoing_a_concurrent_change() {
+        let (addr, fake) = serve(Fake {
+            races: Mutex::new(1),
+            ..Fake::default()
+        })
+        .await;
+        let c = EventClient::connect(&[addr.as_str()])
+            .await
+            .expect("connect");
+        assert_eq!(c.limits().await.expect("limits"), EventLimits::default());
+        let got = c
+            .update_limits(|l| l.patterns_max = 32)
+            .await
+            .expect("update");
+        assert_eq!(
+            (got.patterns_max, got.channels_max),
+            (32, 65),
+            "both changes kept"
+        );
+        assert_eq!(*fake.limits.lock().expect("lock"), got);
+        let same = c.update_limits(|_| {}).await.expect("no change");
+        assert_eq!(same, got, "nothing to write");
+
+        *fake.races.lock().expect("lock") = 10;
+        let e = c
+            .update_limits(|l| l.patterns_max = 40)
+            .await
+            .expect_err("the limits keep changing");
+        assert_eq!(e.code(), Some(ErrorCode::BadOperation));
+        assert!(e.to_string().starts_with("set the event limits: "), "{e}");
+        assert_eq!(
+            *fake.races.lock().expect("lock"),
+            7,
+            "3 rounds, then it gives up"
+        );
+    }
+
+    #[tokio::test]
     async fn a_broken_stream_resumes_after_the_last_event_without_duplicates() {
         let (first, _) = serve(Fake::default()).await;
         let (second, fake2) = serve(Fake {
             // The second agent has already seen one subscribe: it serves the resume shape.
             subscribes: Mutex::new(vec![0]),
-            unlinked: false,
+            ..Fake::default()
         })
         .await;
         let c = EventClient::connect(&[first.as_str(), second.as_str()])

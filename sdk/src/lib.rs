@@ -74,8 +74,8 @@ pub use client::{CheckpointClient, ClientConfig};
 pub use endpoints::{parse_endpoints, ENDPOINTS_ENV};
 pub use error::{Result, SdkError};
 pub use events::{
-    ChannelInfo, Delivery, Event, EventClient, EventStream, Filter, FilterKind, Publish,
-    Subscription, PRIORITY_LOWEST, REORDER_WINDOW_IDS,
+    ChannelInfo, Delivery, Event, EventClient, EventLimits, EventStream, Filter, FilterKind,
+    Publish, Subscription, PRIORITY_LOWEST, REORDER_WINDOW_IDS,
 };
 pub use membership::{
     ChangeKind, Member, MemberState, MembershipClient, MembershipEvent, MembershipWatch, View,

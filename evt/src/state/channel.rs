@@ -49,6 +49,12 @@ impl Channel {
         );
         self.recent_bytes += event.size_bytes();
         self.recent.push_back(event);
+        self.trim(limits);
+    }
+
+    /// Drop the oldest recent events until the ring is within `recent_events_max` and
+    /// `recent_bytes_max` (always keeping the newest).
+    pub(super) fn trim(&mut self, limits: &Limits) {
         while self.recent.len() > limits.recent_events_max
             || (self.recent_bytes > limits.recent_bytes_max && self.recent.len() > 1)
         {

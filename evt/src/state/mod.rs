@@ -20,6 +20,7 @@ mod channel;
 mod expiry;
 mod invariants;
 mod publish;
+mod set_limits;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -60,10 +61,10 @@ pub struct Since {
 ///
 /// # Correctness
 /// Deterministic: the same commands with the same [`ApplyContext`]s give the same state and
-/// responses on every node, provided every node starts with the same [`Limits`]. It round-trips
-/// through serde (the node snapshots it with postcard), limits and deadline index included. The
-/// event announcer ([`EvtState::set_events`]) is not part of it: it is neither serialized nor
-/// compared.
+/// responses on every node, provided every node starts with the same [`Limits`] (they change
+/// only through [`EvtCommand::SetLimits`]). It round-trips through serde (the node snapshots it
+/// with postcard), limits and deadline index included. The event announcer
+/// ([`EvtState::set_events`]) is not part of it: it is neither serialized nor compared.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct EvtState {
     /// The limits every command is checked against.
@@ -155,6 +156,7 @@ impl EvtState {
             EvtCommand::ClearRetention { channel, event_id } => {
                 self.clear_retention(&channel, event_id)
             }
+            EvtCommand::SetLimits { limits, expected } => self.set_limits(limits, expected),
         };
         if cfg!(debug_assertions) {
             self.check_invariants();

@@ -12,8 +12,8 @@ use nines_proto::{
 use tonic::Streaming;
 
 use super::{
-    types::{Delivery, Event, Subscription, PRIORITY_LOWEST},
-    EventClient,
+    types::{Delivery, Event, Subscription},
+    EventClient, PRIORITY_LOWEST,
 };
 use crate::{call::prefixed, error::Result};
 

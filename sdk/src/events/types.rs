@@ -1,13 +1,12 @@
 //! The event service's plain types: what is published ([`Publish`]), subscribed to
-//! ([`Subscription`], [`Filter`]) and received ([`Event`], [`Delivery`], [`ChannelInfo`]), and
-//! their conversions to and from the wire (`nines.evt.v1`).
+//! ([`Subscription`]) and received ([`Event`], [`Delivery`], [`ChannelInfo`]), and their
+//! conversions to and from the wire (`nines.evt.v1`). [`Filter`] and the limits are
+//! `nines_core::evt`'s, the very types the service matches and checks with.
 
 use std::time::Duration;
 
+use nines_core::evt::{limits::PRIORITY_LOWEST, Filter};
 use nines_proto::evt::v1 as pb;
-
-/// Lowest priority an event can have (AIS: 0 is the highest, 3 the lowest).
-pub const PRIORITY_LOWEST: u8 = 3;
 
 /// One event to publish: build it with [`Publish::new`] and the setters.
 ///
@@ -101,106 +100,6 @@ impl Publish {
     }
 }
 
-/// How a [`Filter`] matches the pattern value at its position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FilterKind {
-    /// The value starts with the filter's pattern.
-    Prefix,
-    /// The value ends with the filter's pattern.
-    Suffix,
-    /// The value is the filter's pattern.
-    Exact,
-    /// Any value (the filter's pattern is ignored).
-    PassAll,
-}
-
-impl FilterKind {
-    /// The lowercase name used in output: `prefix`, `suffix`, `exact`, `all`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FilterKind::Prefix => "prefix",
-            FilterKind::Suffix => "suffix",
-            FilterKind::Exact => "exact",
-            FilterKind::PassAll => "all",
-        }
-    }
-
-    pub(super) fn to_wire(self) -> pb::FilterKind {
-        match self {
-            FilterKind::Prefix => pb::FilterKind::Prefix,
-            FilterKind::Suffix => pb::FilterKind::Suffix,
-            FilterKind::Exact => pb::FilterKind::Exact,
-            FilterKind::PassAll => pb::FilterKind::PassAll,
-        }
-    }
-}
-
-impl std::fmt::Display for FilterKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One filter of a [`Subscription`]. Filters are positional: the i-th filter is matched
-/// against the i-th pattern of an event; an event passes when every filter matches.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Filter {
-    /// How the pattern value is matched.
-    pub kind: FilterKind,
-    /// What it is matched against (ignored by [`FilterKind::PassAll`]).
-    pub pattern: Vec<u8>,
-    /// When not empty, the event's pattern at this position must also carry this name
-    /// ([`Filter::named`]); empty (the default): any name.
-    pub name: Vec<u8>,
-}
-
-impl Filter {
-    /// Values that start with `pattern`.
-    pub fn prefix(pattern: impl Into<Vec<u8>>) -> Self {
-        Self::new(FilterKind::Prefix, pattern)
-    }
-
-    /// Values that end with `pattern`.
-    pub fn suffix(pattern: impl Into<Vec<u8>>) -> Self {
-        Self::new(FilterKind::Suffix, pattern)
-    }
-
-    /// Values equal to `pattern`.
-    pub fn exact(pattern: impl Into<Vec<u8>>) -> Self {
-        Self::new(FilterKind::Exact, pattern)
-    }
-
-    /// Any value (holds a position in the filter array).
-    pub fn pass_all() -> Self {
-        Self::new(FilterKind::PassAll, Vec::new())
-    }
-
-    /// A filter of `kind` with `pattern`.
-    pub fn new(kind: FilterKind, pattern: impl Into<Vec<u8>>) -> Self {
-        Self {
-            kind,
-            pattern: pattern.into(),
-            name: Vec::new(),
-        }
-    }
-
-    /// The same filter, also requiring the event's pattern at this position to be named
-    /// `name`.
-    #[must_use]
-    pub fn named(mut self, name: impl Into<Vec<u8>>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    pub(super) fn to_wire(&self) -> pb::Filter {
-        pb::Filter {
-            kind: self.kind.to_wire() as i32,
-            pattern: self.pattern.clone(),
-            name: self.name.clone(),
-        }
-    }
-}
-
 /// What to subscribe to: build it with [`Subscription::new`] and the setters.
 ///
 /// Defaults: no filters (every event passes), start with the retained events (`from_id` 0),
@@ -254,7 +153,7 @@ impl Subscription {
     pub(super) fn to_wire(&self, from_id: u64) -> pb::SubscribeRequest {
         pb::SubscribeRequest {
             channel: self.channel.clone(),
-            filters: self.filters.iter().map(Filter::to_wire).collect(),
+            filters: self.filters.iter().map(pb::Filter::from).collect(),
             from_id,
             create: self.create,
         }
@@ -338,6 +237,7 @@ fn duration_ms(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nines_core::evt::FilterKind;
 
     fn wire_event(id: u64) -> pb::Event {
         pb::Event {
