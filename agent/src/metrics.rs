@@ -250,6 +250,31 @@ fn render_raft(t: &mut Text, sources: &Sources) {
         &[("kind", "installed")],
         RAFT.snapshots_installed.get(),
     );
+    for (name, help, value) in [
+        (
+            "nines_raft_fsyncs_total",
+            "Log syncs (fsync); each covers every Ready written before it began.",
+            RAFT.fsyncs.get(),
+        ),
+        (
+            "nines_raft_readies_synced_total",
+            "Readies that needed a sync (over fsyncs: the group-commit batching factor).",
+            RAFT.readies_synced.get(),
+        ),
+        (
+            "nines_raft_entries_appended_total",
+            "Entries appended to this node's log.",
+            RAFT.entries_appended.get(),
+        ),
+    ] {
+        t.header(name, help, "counter");
+        t.sample(name, &[], value);
+    }
+    t.histogram(
+        "nines_raft_fsync_duration_seconds",
+        "Time one log sync took.",
+        &[("", &RAFT.fsync_latency.snapshot())],
+    );
 }
 
 fn render_membership(t: &mut Text, sources: &Sources, v: &StateView) {

@@ -2,14 +2,14 @@
 //! RAFT-NOTES.md §1 spells out, applies committed entries and answers proposals and reads.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{atomic::AtomicBool, Arc},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use nines_core::{limits, shutdown::ShutdownSignal, NodeId};
 use raft::{
-    eraftpb::{ConfChange, ConfChangeType},
+    eraftpb::{ConfChange, ConfChangeType, Message},
     RawNode, SnapshotStatus, StateRole,
 };
 use tokio::{
@@ -19,6 +19,7 @@ use tokio::{
 
 use crate::{
     mailbox::{NetInput, ProposeReply, ReadFn, Request},
+    persist::{PersistWaker, Persister},
     status::NodeStatus,
     store::StoreRef,
     Fatal, LogStore, Members, MembershipChange, ProposeError, StateMachine, Transport,
@@ -29,6 +30,14 @@ pub(crate) struct PendingRead<M> {
     pub(crate) deadline: Instant,
     pub(crate) issued_at: Instant,
     pub(crate) read: ReadFn<M>,
+}
+
+/// One Ready's persisted messages (votes, append acks), waiting for the sync that covers it.
+pub(crate) struct Held {
+    pub(crate) number: u64,
+    pub(crate) msgs: Vec<Message>,
+    /// False for a Ready that wrote nothing needing a sync: it only keeps its place in line.
+    pub(crate) needs_sync: bool,
 }
 
 /// The single owner of one Raft node.
@@ -57,6 +66,23 @@ pub(crate) struct Driver<S: LogStore, M: StateMachine> {
     pub(crate) removed: bool,
     /// Raised by the storage when the leader needs a fresher snapshot to send.
     pub(crate) snapshot_wanted: Arc<AtomicBool>,
+    /// The sync thread (group commit), on a multi-thread runtime; without one the driver syncs
+    /// each Ready itself.
+    pub(crate) persister: Option<Persister>,
+    /// Persisted messages waiting for their sync, in Ready order.
+    pub(crate) held: VecDeque<Held>,
+    /// The highest Ready number reported to raft as persisted.
+    pub(crate) synced_reported: u64,
+    /// The highest Ready number the driver synced itself (no sync thread).
+    pub(crate) synced_inline: u64,
+}
+
+/// Resolves when the sync thread finished a sync; never without one.
+async fn synced(waker: Option<PersistWaker>) {
+    match waker {
+        Some(w) => w.synced().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn now_ms() -> u64 {
@@ -72,10 +98,12 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         self.publish_status();
+        let waker = self.persister.as_ref().map(Persister::waker);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
+                _ = synced(waker.clone()) => {}
                 _ = ticker.tick() => {
                     self.raw.tick();
                     self.on_tick();

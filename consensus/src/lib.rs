@@ -6,7 +6,9 @@
 //!    transport ([`GrpcTransport`], or [`InProcessNetwork`] in tests).
 //! 2. [`start`] a node: it bootstraps or recovers from the store and spawns the one task that
 //!    owns raft-rs's `RawNode` (the driver). It handles each `Ready` in the documented order:
-//!    persist (fsync when required) → send persisted messages → apply → advance.
+//!    write → (fsync when required) → send persisted messages → apply → advance; on a
+//!    multi-thread runtime the fsync runs on a sync thread of its own (group commit, see
+//!    `persist`), and the persisted messages wait for it.
 //! 3. Everyone else talks to the node through its [`Proposer`]: `propose` (forwarded to the
 //!    leader when needed, answered once committed on a quorum and applied), `read` (ReadIndex or
 //!    stale), `add_voter` / `remove_member`, `status`.
@@ -25,6 +27,7 @@ mod mailbox;
 mod members;
 pub mod metrics;
 mod node;
+mod persist;
 mod proposer;
 mod ready;
 mod service_handle;

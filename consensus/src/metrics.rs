@@ -19,6 +19,11 @@ pub const LATENCY_BOUNDS_S: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Bucket bounds (seconds) for disk syncs: 50 µs .. 1 s.
+pub const FSYNC_BOUNDS_S: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// A monotonic counter.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -139,6 +144,14 @@ pub struct RaftMetrics {
     pub snapshots_taken: Counter,
     /// Snapshots this node installed from a leader.
     pub snapshots_installed: Counter,
+    /// Log syncs (fsyncs) made; each covers every Ready written before it began.
+    pub fsyncs: Counter,
+    /// Readies whose writes needed a sync; over `fsyncs`, the group-commit batching factor.
+    pub readies_synced: Counter,
+    /// Entries appended to this node's log.
+    pub entries_appended: Counter,
+    /// Time one log sync took.
+    pub fsync_latency: Histogram,
 }
 
 /// This process's raft metrics.
@@ -148,6 +161,10 @@ pub static RAFT: RaftMetrics = RaftMetrics {
     proposal_latency: Histogram::new(LATENCY_BOUNDS_S),
     snapshots_taken: Counter::new(),
     snapshots_installed: Counter::new(),
+    fsyncs: Counter::new(),
+    readies_synced: Counter::new(),
+    entries_appended: Counter::new(),
+    fsync_latency: Histogram::new(FSYNC_BOUNDS_S),
 };
 
 #[cfg(test)]

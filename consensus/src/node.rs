@@ -16,6 +16,7 @@ use crate::{
     driver::Driver,
     logger::raft_logger,
     members::SnapshotEnvelope,
+    persist::Persister,
     status::{NodeStatus, Role},
     store::{ReadyWrite, StoreRef},
     Fatal, LogStore, Mailbox, Members, Proposer, RaftConfig, StateMachine, Transport,
@@ -111,6 +112,14 @@ pub fn start<S: LogStore, M: StateMachine>(
         members: members.clone(),
     };
     let (status_tx, status_rx) = watch::channel(initial);
+    // A sync thread needs a runtime that can run the driver while it waits; on a current-thread
+    // runtime (simulations, paused-clock tests) the driver syncs each Ready itself.
+    let persister = match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => {
+            Some(Persister::start(cfg.id, store.clone())?)
+        }
+        _ => None,
+    };
     let driver = Driver {
         id: cfg.id,
         tick: cfg.raft.tick(),
@@ -131,6 +140,10 @@ pub fn start<S: LogStore, M: StateMachine>(
         snapshot_index: applied,
         removed: false,
         snapshot_wanted,
+        persister,
+        held: Default::default(),
+        synced_reported: 0,
+        synced_inline: 0,
     };
     let proposer = Proposer::new(cfg.id, req_tx, mailbox, status_rx, transport);
     let driver = tokio::spawn(driver.run(shutdown));

@@ -9,7 +9,7 @@ use raft::{
 };
 
 use crate::{
-    driver::Driver,
+    driver::{Driver, Held},
     members::SnapshotEnvelope,
     status::{NodeStatus, Role},
     store::ReadyWrite,
@@ -28,54 +28,28 @@ fn sync_blocking<S: LogStore>(store: &S) -> Result<(), Fatal> {
 }
 
 impl<S: LogStore, M: StateMachine> Driver<S, M> {
-    /// Handle every pending `Ready`: persist (fsync when required) → send → apply → advance.
+    /// Handle every pending `Ready` (RAFT-NOTES.md §1, async variant): write → send the leader's
+    /// messages → hold the persisted messages until the sync covers this Ready → apply → advance.
+    /// Loops until raft has nothing more, including what a finished sync made possible.
     pub(crate) fn handle_ready(&mut self) -> Result<(), Fatal> {
-        let mut changed = false;
-        while self.raw.has_ready() {
-            changed = true;
-            let mut rd = self.raw.ready();
-            if let Some(ss) = rd.ss() {
-                self.on_role_change(ss.raft_state);
-            }
-            // Leader only: send at once, in parallel with the local write (thesis 10.2.1).
-            if !rd.messages().is_empty() {
-                self.transport.send(rd.take_messages());
-            }
-            let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
-            let write = ReadyWrite {
-                snapshot: snapshot.clone(),
-                entries: rd.entries().to_vec(),
-                hard_state: rd.hs().cloned(),
-            };
-            if write.snapshot.is_some() || !write.entries.is_empty() || write.hard_state.is_some() {
-                self.store.write_ready(&write)?;
-                if rd.must_sync() {
-                    sync_blocking(&*self.store)?;
+        let mut changed = self.on_synced()?;
+        loop {
+            while self.raw.has_ready() {
+                changed = true;
+                let rd = self.raw.ready();
+                if !rd.snapshot().is_empty() {
+                    self.handle_snapshot_ready(rd)?;
+                } else {
+                    self.handle_log_ready(rd)?;
+                }
+                if self.removed {
+                    break;
                 }
             }
-            if let Some(snap) = snapshot {
-                self.install_snapshot(&snap)?;
-            }
-            // Votes and append acks: only now that the write is durable.
-            if !rd.persisted_messages().is_empty() {
-                self.transport.send(rd.take_persisted_messages());
-            }
-            for rs in rd.take_read_states() {
-                self.on_read_state(rs.index, rs.request_ctx);
-            }
-            self.apply_entries(rd.take_committed_entries())?;
-            let mut light = self.raw.advance(rd);
-            if let Some(commit) = light.commit_index() {
-                self.store.set_commit(commit)?;
-            }
-            if !light.messages().is_empty() {
-                self.transport.send(light.take_messages());
-            }
-            self.apply_entries(light.take_committed_entries())?;
-            self.raw.advance_apply();
-            if self.removed {
+            if self.removed || !self.on_synced()? {
                 break;
             }
+            changed = true;
         }
         let wanted = self.snapshot_wanted.swap(false, Ordering::Relaxed);
         if changed || wanted {
@@ -84,6 +58,134 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
             self.publish_status();
         }
         Ok(())
+    }
+
+    /// A Ready without a snapshot: its writes become durable through the sync thread (or at
+    /// once, without one); the driver goes on meanwhile.
+    fn handle_log_ready(&mut self, mut rd: raft::Ready) -> Result<(), Fatal> {
+        if let Some(ss) = rd.ss() {
+            self.on_role_change(ss.raft_state);
+        }
+        // Leader only: send at once, in parallel with the local write (thesis 10.2.1).
+        if !rd.messages().is_empty() {
+            self.transport.send(rd.take_messages());
+        }
+        let write = ReadyWrite {
+            snapshot: None,
+            entries: rd.take_entries(),
+            hard_state: rd.hs().cloned(),
+        };
+        if !write.entries.is_empty() || write.hard_state.is_some() {
+            crate::metrics::RAFT
+                .entries_appended
+                .add(write.entries.len() as u64);
+            self.store.write_ready(&write)?;
+        }
+        // Votes and append acks: only once the write is durable, and in order.
+        let msgs = rd.take_persisted_messages();
+        let number = rd.number();
+        if rd.must_sync() {
+            crate::metrics::RAFT.readies_synced.inc();
+            self.held.push_back(Held {
+                number,
+                msgs,
+                needs_sync: true,
+            });
+            match &self.persister {
+                Some(p) => p.request(number),
+                None => {
+                    sync_blocking(&*self.store)?;
+                    crate::metrics::RAFT.fsyncs.inc();
+                    self.synced_inline = number;
+                }
+            }
+        } else if !msgs.is_empty() {
+            if self.held.is_empty() {
+                self.transport.send(msgs);
+            } else {
+                self.held.push_back(Held {
+                    number,
+                    msgs,
+                    needs_sync: false,
+                });
+            }
+        }
+        for rs in rd.take_read_states() {
+            self.on_read_state(rs.index, rs.request_ctx);
+        }
+        // Committed entries are never beyond what this node has persisted.
+        self.apply_entries(rd.take_committed_entries())?;
+        self.raw.advance_append_async(rd);
+        self.raw.advance_apply();
+        Ok(())
+    }
+
+    /// A Ready that installs a snapshot (rare): written and synced here, which also makes every
+    /// earlier Ready durable, so everything held goes out.
+    fn handle_snapshot_ready(&mut self, mut rd: raft::Ready) -> Result<(), Fatal> {
+        if let Some(ss) = rd.ss() {
+            self.on_role_change(ss.raft_state);
+        }
+        if !rd.messages().is_empty() {
+            self.transport.send(rd.take_messages());
+        }
+        let snapshot = rd.snapshot().clone();
+        self.store.write_ready(&ReadyWrite {
+            snapshot: Some(snapshot.clone()),
+            entries: rd.take_entries(),
+            hard_state: rd.hs().cloned(),
+        })?;
+        sync_blocking(&*self.store)?;
+        crate::metrics::RAFT.fsyncs.inc();
+        self.install_snapshot(&snapshot)?;
+        let mut out: Vec<_> = self.held.drain(..).flat_map(|h| h.msgs).collect();
+        out.extend(rd.take_persisted_messages());
+        if !out.is_empty() {
+            self.transport.send(out);
+        }
+        for rs in rd.take_read_states() {
+            self.on_read_state(rs.index, rs.request_ctx);
+        }
+        self.apply_entries(rd.take_committed_entries())?;
+        // Marks every Ready so far persisted: true, the sync above covered them all.
+        self.synced_reported = self.synced_reported.max(rd.number());
+        self.synced_inline = self.synced_inline.max(rd.number());
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.store.set_commit(commit)?;
+        }
+        if !light.messages().is_empty() {
+            self.transport.send(light.take_messages());
+        }
+        self.apply_entries(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        Ok(())
+    }
+
+    /// Report syncs finished since the last call to raft, then send the messages they release.
+    /// Returns whether raft learned anything new.
+    fn on_synced(&mut self) -> Result<bool, Fatal> {
+        let durable = match &self.persister {
+            Some(p) => p.durable()?,
+            None => self.synced_inline,
+        };
+        let progressed = durable > self.synced_reported;
+        if progressed {
+            self.raw.on_persist_ready(durable);
+            self.synced_reported = durable;
+        }
+        let mut out = Vec::new();
+        while self
+            .held
+            .front()
+            .is_some_and(|h| !h.needs_sync || h.number <= durable)
+        {
+            out.extend(self.held.pop_front().expect("front exists").msgs);
+        }
+        if !out.is_empty() {
+            self.transport.send(out);
+        }
+        Ok(progressed)
     }
 
     fn on_role_change(&mut self, role: StateRole) {

@@ -154,6 +154,18 @@ async fn restarted_node_recovers_everything_committed_from_sled() {
     for n in 1..=3 {
         c.restart(n).await;
     }
+    // A restarted node's stored commit index may lag (it is not synced); a linearizable read
+    // on the new leader waits for its first commit, which commits everything before it.
+    let leader = c.wait_leader(LONG).await;
+    let count = c
+        .proposer(leader)
+        .read(ReadMode::Linearizable, LONG, |sm: &Counter| sm.values.len())
+        .await
+        .expect("linearizable read after the power cycle");
+    assert_eq!(
+        count, 300,
+        "a committed entry was lost across the power cycle"
+    );
     let digests = c.wait_converged(LONG).await;
     assert_eq!(
         digests[0].count, 300,

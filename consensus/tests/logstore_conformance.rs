@@ -383,6 +383,44 @@ fn sled_reopen_after_restart() {
 }
 
 #[test]
+fn sled_commit_alone_is_not_written_and_never_below_truncation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = SledLogStore::open(dir.path()).expect("open");
+        let w = ReadyWrite {
+            entries: ents(1..=6, 2),
+            hard_state: Some(hs(2, 1, 2)),
+            ..ReadyWrite::default()
+        };
+        s.write_ready(&w).expect("write");
+        let w = ReadyWrite {
+            hard_state: Some(hs(2, 1, 4)),
+            ..ReadyWrite::default()
+        };
+        s.write_ready(&w).expect("commit only");
+        s.set_commit(5).expect("set_commit");
+        assert_eq!(s.initial_state().expect("state").hard_state, hs(2, 1, 5));
+        s.sync().expect("sync");
+    }
+    {
+        let s = SledLogStore::open(dir.path()).expect("reopen");
+        // The commit index alone was not written: it is learned again from the leader.
+        assert_eq!(s.initial_state().expect("state").hard_state, hs(2, 1, 2));
+        s.compact_to_snapshot(&snap(4, 2, conf(&[1], &[])))
+            .expect("compact");
+        s.sync().expect("sync");
+    }
+    let s = SledLogStore::open(dir.path()).expect("reopen");
+    let st = s.initial_state().expect("state");
+    assert_eq!(
+        st.hard_state,
+        hs(2, 1, 4),
+        "commit raised to the truncation point"
+    );
+    assert_eq!(bounds(&s), (5, 6));
+}
+
+#[test]
 fn sled_reopen_after_snapshot_install() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sn = snap(1, 1, conf(&[1], &[]));

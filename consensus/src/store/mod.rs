@@ -59,8 +59,9 @@ pub trait LogStore: raft::Storage + Send + Sync + 'static {
     /// [`ReadyWrite`]). Not durable until [`LogStore::sync`].
     fn write_ready(&self, write: &ReadyWrite) -> Result<(), StoreError>;
 
-    /// Record a new commit index in the stored hard state (no sync needed: a lost commit index
-    /// is learned again from the leader).
+    /// Record a new commit index. A store may keep it in memory only, as it may a `write_ready`
+    /// whose hard state changed only in `commit`: a lost commit index is learned again from the
+    /// leader. The stored commit must never fall below the truncation point.
     fn set_commit(&self, commit: u64) -> Result<(), StoreError>;
 
     /// Store `snapshot` (made locally at an applied index) and compact the log: delete entries

@@ -112,7 +112,13 @@ fn to_raft(e: StoreError) -> raft::Error {
 /// Always equal to what is in the tree (updated only after a batch applied).
 #[derive(Debug, Clone, Default)]
 struct Cache {
+    /// Raft's latest hard state. Its `commit` may be ahead of the stored one (see `stored_hs`).
     hard_state: HardState,
+    /// The hard state last written to the tree. A change of `commit` alone is not written (a
+    /// lost commit index is learned again from the leader); a change of term or vote is, and
+    /// every batch that installs or compacts to a snapshot writes the latest, so the stored
+    /// commit never falls below the truncation point.
+    stored_hs: HardState,
     conf_state: ConfState,
     trunc: (u64, u64),
     /// The last entry's index, or `trunc.0` when the log is empty.
@@ -253,8 +259,10 @@ fn load_cache(db: &sled::Db) -> Result<Cache, StoreError> {
             )));
         }
     }
+    let hard_state: HardState = get_decoded(db, KEY_HS, "hard state")?.unwrap_or_default();
     Ok(Cache {
-        hard_state: get_decoded(db, KEY_HS, "hard state")?.unwrap_or_default(),
+        stored_hs: hard_state.clone(),
+        hard_state,
         conf_state: get_decoded(db, KEY_CS, "conf state")?.unwrap_or_default(),
         trunc,
         last_index: last.unwrap_or(trunc.0),
@@ -379,19 +387,24 @@ impl LogStore for SledLogStore {
         if let Some(hs) = &write.hard_state {
             next.hard_state = hs.clone();
         }
-        if next.hard_state != cache.hard_state {
+        let vote_changed = (next.hard_state.term, next.hard_state.vote)
+            != (cache.stored_hs.term, cache.stored_hs.vote);
+        if install.is_some() || vote_changed {
             batch.insert(KEY_HS, encode(&next.hard_state, "hard state")?);
+            next.stored_hs = next.hard_state.clone();
+        }
+        if write.entries.is_empty() && install.is_none() && !vote_changed {
+            // Only the commit index moved: nothing to write.
+            *cache = next;
+            return Ok(());
         }
         self.commit(&mut cache, next, batch)
     }
 
     fn set_commit(&self, commit: u64) -> Result<(), StoreError> {
-        let mut cache = self.write_cache();
-        let mut next = cache.clone();
-        next.hard_state.commit = commit;
-        let mut batch = sled::Batch::default();
-        batch.insert(KEY_HS, encode(&next.hard_state, "hard state")?);
-        self.commit(&mut cache, next, batch)
+        // Kept in memory only (see `Cache::stored_hs`).
+        self.write_cache().hard_state.commit = commit;
+        Ok(())
     }
 
     fn compact_to_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
@@ -404,6 +417,10 @@ impl LogStore for SledLogStore {
         let mut next = cache.clone();
         let mut batch = sled::Batch::default();
         stage_snapshot(&mut batch, &mut next, snapshot, index)?;
+        // The snapshot holds applied, hence committed, state.
+        next.hard_state.commit = next.hard_state.commit.max(index);
+        batch.insert(KEY_HS, encode(&next.hard_state, "hard state")?);
+        next.stored_hs = next.hard_state.clone();
         self.commit(&mut cache, next, batch)
     }
 
