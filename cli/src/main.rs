@@ -422,6 +422,11 @@ enum BenchCmd {
     },
 }
 
+/// mimalloc instead of glibc malloc: the agent's write path allocates per request and per raft
+/// message, and glibc's malloc/free were about a tenth of its CPU (docs/design.md, "Write path").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
