@@ -1,15 +1,24 @@
 //! [`SledLogStore`]: the durable [`LogStore`] adapter on sled.
 //!
 //! One tree (sled's default tree) with the keys:
-//! - `e/<8-byte big-endian index>` → an `Entry` (protobuf);
+//! - `c/<8-byte big-endian index>` → a chunk: the entries of one `write_ready`, from that index
+//!   on (a `u32` count, then each entry as a `u32` length and its protobuf bytes);
 //! - `hs` → the `HardState`, `cs` → the `ConfState` (protobuf);
 //! - `trunc` → the truncation point, `index` then `term`, each 8 bytes big-endian;
 //! - `snap` → the latest `Snapshot` (protobuf), whose index is always `trunc`'s;
 //! - `m/<key>` → node metadata bytes.
 //!
+//! Entries are stored a chunk (one Ready's worth) per key, not one per key: sled's cost is per
+//! key (insert, node split, and at compaction a delete each), so a leader that appends eight
+//! proposals in one Ready pays it once. A chunk that straddles the truncation point is kept
+//! whole until every entry in it is compacted; the entries in it at or below the truncation
+//! point are dead and never read. Terms of the live log are kept in memory, and the most recent
+//! entries too, so raft's `term` and its reads of fresh entries touch no disk.
+//!
 //! Every write call is one atomic `sled::Batch`. sled's background flusher is off: nothing is
 //! durable until [`LogStore::sync`] (or `put_meta`, which flushes itself).
 
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -27,21 +36,76 @@ const KEY_HS: &[u8] = b"hs";
 const KEY_CS: &[u8] = b"cs";
 const KEY_TRUNC: &[u8] = b"trunc";
 const KEY_SNAP: &[u8] = b"snap";
-const ENTRY_PREFIX: &[u8] = b"e/";
+const CHUNK_PREFIX: &[u8] = b"c/";
 const META_PREFIX: &[u8] = b"m/";
 
-fn entry_key(index: u64) -> [u8; 10] {
+/// Bytes of recent entries kept in memory for raft's reads (replication and apply).
+const RECENT_BYTES_DEFAULT: usize = 8 * 1024 * 1024;
+
+fn chunk_key(first: u64) -> [u8; 10] {
     let mut key = [0u8; 10];
-    key[..2].copy_from_slice(ENTRY_PREFIX);
-    key[2..].copy_from_slice(&index.to_be_bytes());
+    key[..2].copy_from_slice(CHUNK_PREFIX);
+    key[2..].copy_from_slice(&first.to_be_bytes());
     key
 }
 
-fn entry_index(key: &[u8]) -> Result<u64, StoreError> {
-    key.strip_prefix(ENTRY_PREFIX)
+fn chunk_first(key: &[u8]) -> Result<u64, StoreError> {
+    key.strip_prefix(CHUNK_PREFIX)
         .and_then(|k| <[u8; 8]>::try_from(k).ok())
         .map(u64::from_be_bytes)
-        .ok_or_else(|| StoreError::Corrupt(format!("bad entry key {key:?}")))
+        .ok_or_else(|| StoreError::Corrupt(format!("bad chunk key {key:?}")))
+}
+
+fn encode_chunk(entries: &[Entry]) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(
+        4 + entries
+            .iter()
+            .map(|e| 4 + e.get_data().len() + 32)
+            .sum::<usize>(),
+    );
+    out.extend_from_slice(
+        &u32::try_from(entries.len())
+            .expect("chunk count fits u32")
+            .to_be_bytes(),
+    );
+    for e in entries {
+        let bytes = encode(e, "entry")?;
+        out.extend_from_slice(
+            &u32::try_from(bytes.len())
+                .expect("entry fits u32")
+                .to_be_bytes(),
+        );
+        out.extend_from_slice(&bytes);
+    }
+    Ok(out)
+}
+
+fn decode_chunk(first: u64, bytes: &[u8]) -> Result<Vec<Entry>, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("chunk {first} is truncated"));
+    let word = |b: &[u8], at: usize| -> Option<usize> {
+        b.get(at..at + 4)
+            .map(|w| u32::from_be_bytes(w.try_into().expect("4 bytes")) as usize)
+    };
+    let count = word(bytes, 0).ok_or_else(corrupt)?;
+    let mut at = 4;
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let len = word(bytes, at).ok_or_else(corrupt)?;
+        let body = bytes.get(at + 4..at + 4 + len).ok_or_else(corrupt)?;
+        let entry: Entry = decode(body, "entry")?;
+        if entry.index != first + i as u64 {
+            return Err(StoreError::Corrupt(format!(
+                "chunk {first}: entry {i} has index {}",
+                entry.index
+            )));
+        }
+        out.push(entry);
+        at += 4 + len;
+    }
+    if out.is_empty() || at != bytes.len() {
+        return Err(StoreError::Corrupt(format!("chunk {first} is malformed")));
+    }
+    Ok(out)
 }
 
 fn meta_key(key: &str) -> Vec<u8> {
@@ -108,8 +172,9 @@ fn to_raft(e: StoreError) -> raft::Error {
     store_err(StorageError::Other(Box::new(e)))
 }
 
-/// What is cached in memory so that raft's reads (and writes' checks) need no disk access.
-/// Always equal to what is in the tree (updated only after a batch applied).
+/// The small state cached in memory so raft's reads (and writes' checks) need no disk access.
+/// Always equal to what is in the tree (updated only after a batch applied), except
+/// `hard_state.commit` (see `stored_hs`).
 #[derive(Debug, Clone, Default)]
 struct Cache {
     /// Raft's latest hard state. Its `commit` may be ahead of the stored one (see `stored_hs`).
@@ -133,11 +198,82 @@ impl Cache {
     }
 }
 
+/// The in-memory index of the stored log.
+#[derive(Debug, Default)]
+struct LogIndex {
+    /// Stored chunks: first index → last index. Contiguous; the first may start at or below
+    /// the truncation point (its entries there are dead).
+    chunks: BTreeMap<u64, u64>,
+    /// Terms of the live entries `[first_index, last_index]`, in order.
+    terms: VecDeque<u64>,
+    /// The newest entries, contiguous and ending at `last_index`, within `recent_bytes_max`.
+    recent: VecDeque<Entry>,
+    recent_bytes: usize,
+    /// The budget of `recent` (at least the newest entry is kept).
+    recent_bytes_max: usize,
+}
+
+impl LogIndex {
+    /// Keep only what lies below `index` (an append from `index` on replaces the rest).
+    fn truncate_from(&mut self, index: u64, first_index: u64) {
+        self.terms
+            .truncate(index.saturating_sub(first_index) as usize);
+        while self.recent.back().is_some_and(|e| e.index >= index) {
+            let e = self.recent.pop_back().expect("back exists");
+            self.recent_bytes -= e.get_data().len();
+        }
+        let _ = self.chunks.split_off(&index);
+        if let Some((_, last)) = self.chunks.iter_mut().next_back() {
+            *last = (*last).min(index - 1);
+        }
+    }
+
+    fn push(&mut self, entries: &[Entry]) {
+        for e in entries {
+            self.terms.push_back(e.term);
+            self.recent_bytes += e.get_data().len();
+            self.recent.push_back(e.clone());
+        }
+        self.trim_recent();
+    }
+
+    fn trim_recent(&mut self) {
+        while self.recent_bytes > self.recent_bytes_max && self.recent.len() > 1 {
+            let e = self.recent.pop_front().expect("front exists");
+            self.recent_bytes -= e.get_data().len();
+        }
+    }
+
+    /// Forget entries up to `index` (compaction to a snapshot there).
+    fn compact_to(&mut self, index: u64, first_index: u64) {
+        let dead = (index + 1).saturating_sub(first_index) as usize;
+        self.terms.drain(..dead.min(self.terms.len()));
+        while self.recent.front().is_some_and(|e| e.index <= index) {
+            let e = self.recent.pop_front().expect("front exists");
+            self.recent_bytes -= e.get_data().len();
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Self {
+            recent_bytes_max: self.recent_bytes_max,
+            ..Self::default()
+        };
+    }
+}
+
+/// Everything behind the store's lock.
+#[derive(Debug)]
+struct Inner {
+    cache: Cache,
+    log: LogIndex,
+}
+
 /// A [`LogStore`] on a sled database, opened with the background flusher off.
 #[derive(Debug)]
 pub struct SledLogStore {
     db: sled::Db,
-    cache: RwLock<Cache>,
+    inner: RwLock<Inner>,
 }
 
 impl SledLogStore {
@@ -147,35 +283,36 @@ impl SledLogStore {
     /// [`StoreError::Io`] if sled cannot open the database, [`StoreError::Corrupt`] if what it
     /// holds cannot be decoded or the log does not start right after the truncation point.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_recent_bytes(path, RECENT_BYTES_DEFAULT)
+    }
+
+    /// [`SledLogStore::open`] keeping at most `bytes` of recent entries in memory (tests use 0
+    /// to make every read but the newest entry's go to disk).
+    #[doc(hidden)]
+    pub fn open_with_recent_bytes(path: &Path, bytes: usize) -> Result<Self, StoreError> {
         let db = open_db(path)?;
-        let cache = load_cache(&db)?;
+        let inner = load(&db, bytes)?;
         Ok(Self {
             db,
-            cache: RwLock::new(cache),
+            inner: RwLock::new(inner),
         })
     }
 
     // Writes validate (and panic on caller bugs) before touching the tree or the cache, so a
-    // poisoned lock still guards a consistent cache.
-    fn read_cache(&self) -> RwLockReadGuard<'_, Cache> {
-        self.cache.read().unwrap_or_else(PoisonError::into_inner)
+    // poisoned lock still guards a consistent state.
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write_cache(&self) -> RwLockWriteGuard<'_, Cache> {
-        self.cache.write().unwrap_or_else(PoisonError::into_inner)
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Apply `batch`, then make `next` the cache (the caller holds the cache's write lock).
-    fn commit(&self, cache: &mut Cache, next: Cache, batch: sled::Batch) -> Result<(), StoreError> {
-        self.db.apply_batch(batch).map_err(io_err)?;
-        *cache = next;
-        Ok(())
-    }
-
-    /// Read entries `[low, high)` (which must exist), stopping once `max_size` is exceeded
+    /// Read live entries `[low, high)` (which must exist), stopping once `max_size` is exceeded
     /// (the same cut as `raft::util::limit_size`: at least one entry).
     fn read_entries(
         &self,
+        inner: &Inner,
         low: u64,
         high: u64,
         max_size: Option<u64>,
@@ -183,37 +320,52 @@ impl SledLogStore {
         let max = max_size.unwrap_or(NO_LIMIT);
         let mut out: Vec<Entry> = Vec::new();
         let mut size = 0u64;
-        for item in self.db.range(entry_key(low)..entry_key(high)) {
-            let (_, value) = item.map_err(io_err)?;
-            let entry: Entry = decode(&value, "entry")?;
-            let expected = low + out.len() as u64;
-            if entry.index != expected {
-                return Err(StoreError::Corrupt(format!(
-                    "log hole: expected entry {expected}, found {}",
-                    entry.index
-                )));
-            }
-            size += u64::from(entry.compute_size());
+        let mut take = |e: &Entry, out: &mut Vec<Entry>| -> bool {
+            size += u64::from(e.compute_size());
             if !out.is_empty() && size > max {
-                return Ok(out);
+                return false;
             }
-            out.push(entry);
+            out.push(e.clone());
+            true
+        };
+        let log = &inner.log;
+        if let Some(front) = log.recent.front().filter(|f| f.index <= low) {
+            let skip = (low - front.index) as usize;
+            for e in log.recent.iter().skip(skip).take((high - low) as usize) {
+                if !take(e, &mut out) {
+                    return Ok(out);
+                }
+            }
+        } else {
+            let start = log
+                .chunks
+                .range(..=low)
+                .next_back()
+                .map(|(&first, _)| first)
+                .ok_or_else(|| StoreError::Corrupt(format!("no chunk holds entry {low}")))?;
+            'chunks: for (&first, _) in log.chunks.range(start..high) {
+                let value = self
+                    .db
+                    .get(chunk_key(first))
+                    .map_err(io_err)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("chunk {first} missing")))?;
+                for e in decode_chunk(first, &value)? {
+                    if e.index < low {
+                        continue;
+                    }
+                    if e.index >= high || !take(&e, &mut out) {
+                        break 'chunks;
+                    }
+                }
+            }
         }
-        if low + (out.len() as u64) != high {
+        let want = (high - low) as usize;
+        if out.len() < want && (out.is_empty() || size <= max) {
             return Err(StoreError::Corrupt(format!(
                 "log hole: entries [{low}, {high}) missing"
             )));
         }
         Ok(out)
-    }
-
-    fn read_term(&self, idx: u64) -> Result<u64, StoreError> {
-        let value = self
-            .db
-            .get(entry_key(idx))
-            .map_err(io_err)?
-            .ok_or_else(|| StoreError::Corrupt(format!("entry {idx} missing")))?;
-        Ok(decode::<Entry>(&value, "entry")?.term)
     }
 
     fn read_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
@@ -222,6 +374,18 @@ impl SledLogStore {
             .map_err(io_err)?
             .map(|v| decode(&v, "snapshot"))
             .transpose()
+    }
+
+    /// The entries of the chunk starting at `first` that lie below `below`.
+    fn chunk_prefix(&self, first: u64, below: u64) -> Result<Vec<Entry>, StoreError> {
+        let value = self
+            .db
+            .get(chunk_key(first))
+            .map_err(io_err)?
+            .ok_or_else(|| StoreError::Corrupt(format!("chunk {first} missing")))?;
+        let mut entries = decode_chunk(first, &value)?;
+        entries.retain(|e| e.index < below);
+        Ok(entries)
     }
 }
 
@@ -232,85 +396,52 @@ fn get_decoded<M: Message>(db: &sled::Db, key: &[u8], what: &str) -> Result<Opti
         .transpose()
 }
 
-/// The index of the first (`back == false`) or last entry key, if any.
-fn edge_entry(db: &sled::Db, back: bool) -> Result<Option<u64>, StoreError> {
-    let mut keys = db.scan_prefix(ENTRY_PREFIX).keys();
-    let key = if back { keys.next_back() } else { keys.next() };
-    key.transpose()
-        .map_err(io_err)?
-        .map(|k| entry_index(&k))
-        .transpose()
-}
-
-fn load_cache(db: &sled::Db) -> Result<Cache, StoreError> {
+fn load(db: &sled::Db, recent_bytes_max: usize) -> Result<Inner, StoreError> {
     let trunc = db
         .get(KEY_TRUNC)
         .map_err(io_err)?
         .map(|v| decode_trunc(&v))
         .transpose()?
         .unwrap_or((0, 0));
-    let first = edge_entry(db, false)?;
-    let last = edge_entry(db, true)?;
-    if let Some(first) = first {
-        if first != trunc.0 + 1 {
+    let mut log = LogIndex {
+        recent_bytes_max,
+        ..LogIndex::default()
+    };
+    let mut last_index = trunc.0;
+    for item in db.scan_prefix(CHUNK_PREFIX) {
+        let (key, value) = item.map_err(io_err)?;
+        let first = chunk_first(&key)?;
+        let entries = decode_chunk(first, &value)?;
+        let last = first + entries.len() as u64 - 1;
+        if last <= trunc.0 {
+            continue; // wholly compacted (never left behind by this store, but harmless)
+        }
+        if first > last_index + 1 || (log.chunks.is_empty() && first > trunc.0 + 1) {
             return Err(StoreError::Corrupt(format!(
-                "log starts at {first}, truncation point is {}",
+                "log hole: chunk {first} follows entry {last_index} (truncation point {})",
                 trunc.0
             )));
         }
+        log.chunks.insert(first, last);
+        let live: Vec<Entry> = entries.into_iter().filter(|e| e.index > trunc.0).collect();
+        log.push(&live);
+        last_index = last;
     }
     let hard_state: HardState = get_decoded(db, KEY_HS, "hard state")?.unwrap_or_default();
-    Ok(Cache {
+    let cache = Cache {
         stored_hs: hard_state.clone(),
         hard_state,
         conf_state: get_decoded(db, KEY_CS, "conf state")?.unwrap_or_default(),
         trunc,
-        last_index: last.unwrap_or(trunc.0),
+        last_index,
         has_snapshot: db.contains_key(KEY_SNAP).map_err(io_err)?,
-    })
-}
-
-/// Stage storing `snapshot` as the truncation point, removing entries up to `clear_to`.
-fn stage_snapshot(
-    batch: &mut sled::Batch,
-    next: &mut Cache,
-    snapshot: &Snapshot,
-    clear_to: u64,
-) -> Result<(), StoreError> {
-    for index in next.first_index()..=clear_to.min(next.last_index) {
-        batch.remove(&entry_key(index)[..]);
-    }
-    next.trunc = snap_index_term(snapshot);
-    next.conf_state = snap_conf_state(snapshot);
-    next.has_snapshot = true;
-    batch.insert(KEY_TRUNC, &encode_trunc(next.trunc)[..]);
-    batch.insert(KEY_CS, encode(&next.conf_state, "conf state")?);
-    batch.insert(KEY_SNAP, encode(snapshot, "snapshot")?);
-    Ok(())
-}
-
-/// Stage deleting every entry ≥ `entries[0].index`, then inserting `entries` (checked).
-fn stage_append(
-    batch: &mut sled::Batch,
-    next: &mut Cache,
-    entries: &[Entry],
-) -> Result<(), StoreError> {
-    let (Some(head), Some(tail)) = (entries.first(), entries.last()) else {
-        return Ok(());
     };
-    for index in head.index..=next.last_index {
-        batch.remove(&entry_key(index)[..]);
-    }
-    for entry in entries {
-        batch.insert(&entry_key(entry.index)[..], encode(entry, "entry")?);
-    }
-    next.last_index = tail.index;
-    Ok(())
+    Ok(Inner { cache, log })
 }
 
 impl raft::Storage for SledLogStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        let c = self.read_cache();
+        let c = &self.read().cache;
         Ok(RaftState::new(c.hard_state.clone(), c.conf_state.clone()))
     }
 
@@ -322,17 +453,21 @@ impl raft::Storage for SledLogStore {
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         // The read lock is held across the tree read so no write removes entries meanwhile.
-        let c = self.read_cache();
-        if low < c.first_index() {
+        let inner = self.read();
+        if low < inner.cache.first_index() {
             return Err(store_err(StorageError::Compacted));
         }
-        check_entries_range(low, high, c.last_index);
-        self.read_entries(low, high, max_size.into())
+        check_entries_range(low, high, inner.cache.last_index);
+        if low == high {
+            return Ok(Vec::new());
+        }
+        self.read_entries(&inner, low, high, max_size.into())
             .map_err(to_raft)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        let c = self.read_cache();
+        let inner = self.read();
+        let c = &inner.cache;
         if idx == c.trunc.0 {
             return Ok(c.trunc.1);
         }
@@ -342,19 +477,25 @@ impl raft::Storage for SledLogStore {
         if idx > c.last_index {
             return Err(store_err(StorageError::Unavailable));
         }
-        self.read_term(idx).map_err(to_raft)
+        inner
+            .log
+            .terms
+            .get((idx - c.first_index()) as usize)
+            .copied()
+            .ok_or_else(|| to_raft(StoreError::Corrupt(format!("no term for entry {idx}"))))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.read_cache().first_index())
+        Ok(self.read().cache.first_index())
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.read_cache().last_index)
+        Ok(self.read().cache.last_index)
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let c = self.read_cache();
+        let inner = self.read();
+        let c = &inner.cache;
         if !c.has_snapshot || c.trunc.0 < request_index {
             return Err(store_err(StorageError::SnapshotTemporarilyUnavailable));
         }
@@ -367,7 +508,9 @@ impl raft::Storage for SledLogStore {
 
 impl LogStore for SledLogStore {
     fn write_ready(&self, write: &ReadyWrite) -> Result<(), StoreError> {
-        let mut cache = self.write_cache();
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        let cache = &inner.cache;
         let mut next = cache.clone();
         let mut batch = sled::Batch::default();
         let install = write
@@ -378,12 +521,36 @@ impl LogStore for SledLogStore {
             let (index, term) = snap_index_term(s);
             check_append(&write.entries, index + 1, index);
             next.hard_state = raise_hard_state(&next.hard_state, index, term);
-            stage_snapshot(&mut batch, &mut next, s, u64::MAX)?;
+            for &first in inner.log.chunks.keys() {
+                batch.remove(&chunk_key(first)[..]);
+            }
+            next.trunc = (index, term);
+            next.conf_state = snap_conf_state(s);
+            next.has_snapshot = true;
             next.last_index = index;
+            batch.insert(KEY_TRUNC, &encode_trunc(next.trunc)[..]);
+            batch.insert(KEY_CS, encode(&next.conf_state, "conf state")?);
+            batch.insert(KEY_SNAP, encode(s, "snapshot")?);
         } else {
             check_append(&write.entries, next.first_index(), next.last_index);
         }
-        stage_append(&mut batch, &mut next, &write.entries)?;
+        // The chunk cut short by an append that replaces its tail: (first, the part kept).
+        let mut rewritten: Option<(u64, Vec<Entry>)> = None;
+        if let (Some(head), Some(tail)) = (write.entries.first(), write.entries.last()) {
+            if install.is_none() {
+                for (&first, &last) in inner.log.chunks.range(..=next.last_index) {
+                    if first >= head.index {
+                        batch.remove(&chunk_key(first)[..]);
+                    } else if last >= head.index {
+                        let kept = self.chunk_prefix(first, head.index)?;
+                        batch.insert(&chunk_key(first)[..], encode_chunk(&kept)?);
+                        rewritten = Some((first, kept));
+                    }
+                }
+            }
+            batch.insert(&chunk_key(head.index)[..], encode_chunk(&write.entries)?);
+            next.last_index = tail.index;
+        }
         if let Some(hs) = &write.hard_state {
             next.hard_state = hs.clone();
         }
@@ -395,33 +562,74 @@ impl LogStore for SledLogStore {
         }
         if write.entries.is_empty() && install.is_none() && !vote_changed {
             // Only the commit index moved: nothing to write.
-            *cache = next;
+            inner.cache = next;
             return Ok(());
         }
-        self.commit(&mut cache, next, batch)
+        self.db.apply_batch(batch).map_err(io_err)?;
+        // The tree has it: bring the memory in line.
+        if install.is_some() {
+            inner.log.clear();
+        }
+        if let Some(head) = write.entries.first() {
+            let first_index = next.first_index();
+            inner.log.truncate_from(head.index, first_index);
+            if let Some((first, kept)) = rewritten {
+                inner
+                    .log
+                    .chunks
+                    .insert(first, first + kept.len() as u64 - 1);
+            }
+            inner.log.chunks.insert(head.index, next.last_index);
+            inner.log.push(&write.entries);
+        }
+        inner.cache = next;
+        Ok(())
     }
 
     fn set_commit(&self, commit: u64) -> Result<(), StoreError> {
         // Kept in memory only (see `Cache::stored_hs`).
-        self.write_cache().hard_state.commit = commit;
+        self.write().cache.hard_state.commit = commit;
         Ok(())
     }
 
     fn compact_to_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        let mut cache = self.write_cache();
-        let (index, _) = snap_index_term(snapshot);
-        if index <= cache.trunc.0 {
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        let (index, term) = snap_index_term(snapshot);
+        if index <= inner.cache.trunc.0 {
             return Ok(());
         }
-        check_compact(index, cache.last_index);
-        let mut next = cache.clone();
+        check_compact(index, inner.cache.last_index);
+        let mut next = inner.cache.clone();
         let mut batch = sled::Batch::default();
-        stage_snapshot(&mut batch, &mut next, snapshot, index)?;
+        // Whole chunks only: one that straddles `index` stays until all of it is compacted.
+        let dead: Vec<u64> = inner
+            .log
+            .chunks
+            .iter()
+            .take_while(|(_, &last)| last <= index)
+            .map(|(&first, _)| first)
+            .collect();
+        for &first in &dead {
+            batch.remove(&chunk_key(first)[..]);
+        }
+        next.trunc = (index, term);
+        next.conf_state = snap_conf_state(snapshot);
+        next.has_snapshot = true;
+        batch.insert(KEY_TRUNC, &encode_trunc(next.trunc)[..]);
+        batch.insert(KEY_CS, encode(&next.conf_state, "conf state")?);
+        batch.insert(KEY_SNAP, encode(snapshot, "snapshot")?);
         // The snapshot holds applied, hence committed, state.
         next.hard_state.commit = next.hard_state.commit.max(index);
         batch.insert(KEY_HS, encode(&next.hard_state, "hard state")?);
         next.stored_hs = next.hard_state.clone();
-        self.commit(&mut cache, next, batch)
+        self.db.apply_batch(batch).map_err(io_err)?;
+        for first in dead {
+            inner.log.chunks.remove(&first);
+        }
+        inner.log.compact_to(index, inner.cache.first_index());
+        inner.cache = next;
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), StoreError> {
@@ -429,7 +637,7 @@ impl LogStore for SledLogStore {
     }
 
     fn latest_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
-        let _c = self.read_cache();
+        let _inner = self.read();
         self.read_snapshot()
     }
 
@@ -446,7 +654,7 @@ impl LogStore for SledLogStore {
     }
 
     fn is_empty(&self) -> Result<bool, StoreError> {
-        let c = self.read_cache();
+        let c = &self.read().cache;
         Ok(c.hard_state == HardState::default()
             && c.conf_state == ConfState::default()
             && c.last_index == 0
