@@ -117,7 +117,7 @@ pub async fn run(
             (Some(c), eps)
         }
     };
-    let eps = leader_first(eps).await;
+    let eps = client::leader_first(eps).await;
     let config = ClientConfig {
         timeout: Duration::from_millis(OP_TIMEOUT_MS),
         ..ClientConfig::default()
@@ -295,16 +295,6 @@ async fn cleanup(sdk: &CheckpointClient, cp: Arc<Checkpoint>, name: &str) {
     if let Err(e) = sdk.unlink(name).await {
         eprintln!("warning: {e}; remove it with: nines ckpt unlink {name}");
     }
-}
-
-/// `endpoints` with the current leader's first (fewer forwarding hops), as given if no leader
-/// can be found.
-async fn leader_first(mut endpoints: Vec<String>) -> Vec<String> {
-    if let Ok(leader) = client::find_leader(&endpoints).await {
-        endpoints.retain(|e| *e != leader);
-        endpoints.insert(0, leader);
-    }
-    endpoints
 }
 
 fn section_id(client: usize, section: usize) -> String {

@@ -93,7 +93,9 @@ pub async fn run(endpoints: &[String], cfg: &EvtBenchConfig) -> anyhow::Result<E
             samples
         }));
     }
-    let (acked, mut publish_ms, elapsed) = publish_all(endpoints, &channel, cfg).await?;
+    // Publishers talk to the leader first: a publish on a follower is one more hop.
+    let publish_eps = crate::client::leader_first(endpoints.to_vec()).await;
+    let (acked, mut publish_ms, elapsed) = publish_all(&publish_eps, &channel, cfg).await?;
     // The end marker: send time 0.
     client
         .publish(&Publish::new(channel.clone(), vec![0u8; 16]))

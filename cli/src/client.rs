@@ -218,6 +218,16 @@ async fn add_health(view: &mut ClusterView, answered: &[String]) {
     }
 }
 
+/// `endpoints` with the current leader's first (fewer forwarding hops), as given if no leader
+/// can be found.
+pub async fn leader_first(mut endpoints: Vec<String>) -> Vec<String> {
+    if let Ok(leader) = find_leader(&endpoints).await {
+        endpoints.retain(|e| *e != leader);
+        endpoints.insert(0, leader);
+    }
+    endpoints
+}
+
 /// The endpoint of the current leader, found through any endpoint.
 pub async fn find_leader(endpoints: &[String]) -> anyhow::Result<String> {
     let view = cluster_view(endpoints).await?;
