@@ -1,5 +1,6 @@
-//! Promise 2 under disk failure: a node whose fsync fails stops with a fatal error and never
-//! acknowledges the write that needed it.
+//! Promise 2 under disk failure and slow disks: a node whose fsync fails stops with a fatal error
+//! and never acknowledges the write that needed it, and a write is acknowledged only once a
+//! quorum has synced it (the sync runs on its own thread; acknowledgements wait for it).
 
 mod common;
 
@@ -22,10 +23,11 @@ use raft::{
     GetEntriesContext, RaftState,
 };
 
-/// A memory store whose `sync` fails once `broken` is set.
+/// A memory store whose `sync` fails once `broken` is set, and waits while `gated` is set.
 struct FailingStore {
     inner: MemLogStore,
     broken: Arc<AtomicBool>,
+    gated: Arc<AtomicBool>,
 }
 
 impl raft::Storage for FailingStore {
@@ -66,6 +68,13 @@ impl LogStore for FailingStore {
         self.inner.compact_to_snapshot(s)
     }
     fn sync(&self) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.gated.load(Ordering::SeqCst) {
+            if std::time::Instant::now() > deadline {
+                return Err(StoreError::Io("test gate never opened".into()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if self.broken.load(Ordering::SeqCst) {
             return Err(StoreError::Io("injected fsync failure".into()));
         }
@@ -85,8 +94,15 @@ impl LogStore for FailingStore {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_fsync_stops_the_node_and_nothing_is_acknowledged() {
+/// Three in-process nodes on [`FailingStore`]s: the nodes, each one's `broken` and `gated`
+/// switches, and their shutdown triggers.
+#[allow(clippy::type_complexity)]
+fn start_three() -> (
+    Vec<nines_consensus::StartedNode<Counter>>,
+    Vec<Arc<AtomicBool>>,
+    Vec<Arc<AtomicBool>>,
+    Vec<Shutdown>,
+) {
     let book: nines_consensus::Members = (1..=3)
         .map(|i| {
             let info = PeerInfo {
@@ -100,12 +116,15 @@ async fn a_failed_fsync_stops_the_node_and_nothing_is_acknowledged() {
     let net = InProcessNetwork::new();
     let mut nodes = Vec::new();
     let mut switches = Vec::new();
+    let mut gates = Vec::new();
     let mut triggers = Vec::new();
     for id in 1..=3u64 {
         let broken = Arc::new(AtomicBool::new(false));
+        let gated = Arc::new(AtomicBool::new(false));
         let store = FailingStore {
             inner: MemLogStore::new(),
             broken: broken.clone(),
+            gated: gated.clone(),
         };
         let cfg = NodeConfig {
             id,
@@ -120,8 +139,62 @@ async fn a_failed_fsync_stops_the_node_and_nothing_is_acknowledged() {
         net.register(id, Arc::new(started.proposer.clone()));
         nodes.push(started);
         switches.push(broken);
+        gates.push(gated);
         triggers.push(shutdown);
     }
+    (nodes, switches, gates, triggers)
+}
+
+async fn wait_leader(nodes: &[nines_consensus::StartedNode<Counter>]) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(n) = nodes
+            .iter()
+            .find(|n| n.proposer.status().role == nines_consensus::Role::Leader)
+        {
+            return n.proposer.id();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_acknowledged_only_once_a_quorum_has_synced_it() {
+    let (nodes, _switches, gates, triggers) = start_three();
+    let leader = wait_leader(&nodes).await;
+    let p = nodes[(leader - 1) as usize].proposer.clone();
+    p.propose(&Op::Add(1), Duration::from_secs(10))
+        .await
+        .expect("healthy write");
+    let followers: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
+    eprintln!("phase: syncs held on followers {followers:?}; only the leader's disk answers");
+    for &f in &followers {
+        gates[(f - 1) as usize].store(true, Ordering::SeqCst);
+    }
+    let write = tokio::spawn({
+        let p = p.clone();
+        async move { p.propose(&Op::Add(2), Duration::from_secs(30)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !write.is_finished(),
+        "a write was answered while only the leader had synced it"
+    );
+    eprintln!("phase: follower {} syncs", followers[0]);
+    gates[(followers[0] - 1) as usize].store(false, Ordering::SeqCst);
+    let r = tokio::time::timeout(Duration::from_secs(20), write)
+        .await
+        .expect("acknowledged once a quorum synced")
+        .expect("joins");
+    assert!(r.is_ok(), "the write failed: {r:?}");
+    gates[(followers[1] - 1) as usize].store(false, Ordering::SeqCst);
+    drop(triggers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_stops_the_node_and_nothing_is_acknowledged() {
+    let (mut nodes, switches, _gates, triggers) = start_three();
     let leader = loop {
         if let Some(n) = nodes
             .iter()
