@@ -369,7 +369,9 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         if !(due || forced && self.applied > self.snapshot_index) {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let state = self.sm.snapshot().map_err(Fatal::StateMachine)?;
+        let serialized = started.elapsed();
         let env = SnapshotEnvelope {
             members: self.members.clone(),
             state,
@@ -386,6 +388,9 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         tracing::info!(
             node = self.id,
             index = self.applied,
+            bytes = snap.get_data().len(),
+            serialize_ms = serialized.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
             "snapshot taken; log compacted"
         );
         Ok(())

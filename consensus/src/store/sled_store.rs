@@ -12,7 +12,9 @@
 //! key (insert, node split, and at compaction a delete each), so a leader that appends eight
 //! proposals in one Ready pays it once. A chunk that straddles the truncation point is kept
 //! whole until every entry in it is compacted; the entries in it at or below the truncation
-//! point are dead and never read. Terms of the live log are kept in memory, and the most recent
+//! point are dead and never read. Compaction deletes no chunk itself: it marks the dead ones
+//! garbage, and each later write deletes a few (`GC_CHUNKS_PER_WRITE`); a restart finds any left
+//! by their index and collects them the same way. Terms of the live log are kept in memory, and the most recent
 //! entries too, so raft's `term` and its reads of fresh entries touch no disk.
 //!
 //! Every write call is one atomic `sled::Batch`. sled's background flusher is off: nothing is
@@ -41,6 +43,11 @@ const META_PREFIX: &[u8] = b"m/";
 
 /// Bytes of recent entries kept in memory for raft's reads (replication and apply).
 const RECENT_BYTES_DEFAULT: usize = 8 * 1024 * 1024;
+
+/// Compacted chunks deleted per write. Compaction only marks chunks garbage (deleting thousands
+/// of keys in one batch stalled the driver for hundreds of ms); each later write deletes a few.
+/// Every write adds at most one chunk, so the garbage never grows between compactions.
+const GC_CHUNKS_PER_WRITE: usize = 8;
 
 fn chunk_key(first: u64) -> [u8; 10] {
     let mut key = [0u8; 10];
@@ -211,6 +218,8 @@ struct LogIndex {
     recent_bytes: usize,
     /// The budget of `recent` (at least the newest entry is kept).
     recent_bytes_max: usize,
+    /// Chunks wholly at or below the truncation point, still in the tree, oldest first.
+    garbage: VecDeque<u64>,
 }
 
 impl LogIndex {
@@ -254,11 +263,24 @@ impl LogIndex {
         }
     }
 
+    /// Forget the live log (a snapshot replaces it); chunks still stored become garbage.
     fn clear(&mut self) {
+        let mut garbage = std::mem::take(&mut self.garbage);
+        garbage.extend(self.chunks.keys());
         *self = Self {
             recent_bytes_max: self.recent_bytes_max,
+            garbage,
             ..Self::default()
         };
+    }
+
+    /// Stage deleting up to `GC_CHUNKS_PER_WRITE` garbage chunks; returns how many.
+    fn stage_gc(&self, batch: &mut sled::Batch) -> usize {
+        let n = self.garbage.len().min(GC_CHUNKS_PER_WRITE);
+        for &first in self.garbage.iter().take(n) {
+            batch.remove(&chunk_key(first)[..]);
+        }
+        n
     }
 }
 
@@ -411,11 +433,19 @@ fn load(db: &sled::Db, recent_bytes_max: usize) -> Result<Inner, StoreError> {
     for item in db.scan_prefix(CHUNK_PREFIX) {
         let (key, value) = item.map_err(io_err)?;
         let first = chunk_first(&key)?;
+        let count = value
+            .get(..4)
+            .map(|w| u32::from_be_bytes(w.try_into().expect("4 bytes")))
+            .ok_or_else(|| StoreError::Corrupt(format!("chunk {first} is truncated")))?;
+        if count == 0 {
+            return Err(StoreError::Corrupt(format!("chunk {first} is empty")));
+        }
+        if first + u64::from(count) - 1 <= trunc.0 {
+            log.garbage.push_back(first); // compacted, not yet collected
+            continue;
+        }
         let entries = decode_chunk(first, &value)?;
         let last = first + entries.len() as u64 - 1;
-        if last <= trunc.0 {
-            continue; // wholly compacted (never left behind by this store, but harmless)
-        }
         if first > last_index + 1 || (log.chunks.is_empty() && first > trunc.0 + 1) {
             return Err(StoreError::Corrupt(format!(
                 "log hole: chunk {first} follows entry {last_index} (truncation point {})",
@@ -521,8 +551,12 @@ impl LogStore for SledLogStore {
             let (index, term) = snap_index_term(s);
             check_append(&write.entries, index + 1, index);
             next.hard_state = raise_hard_state(&next.hard_state, index, term);
-            for &first in inner.log.chunks.keys() {
-                batch.remove(&chunk_key(first)[..]);
+            // Chunks beyond the snapshot would look live after a restart: delete them now. The
+            // rest become garbage (`LogIndex::clear`).
+            for (&first, &last) in &inner.log.chunks {
+                if last > index {
+                    batch.remove(&chunk_key(first)[..]);
+                }
             }
             next.trunc = (index, term);
             next.conf_state = snap_conf_state(s);
@@ -565,9 +599,21 @@ impl LogStore for SledLogStore {
             inner.cache = next;
             return Ok(());
         }
+        let collected = inner.log.stage_gc(&mut batch);
         self.db.apply_batch(batch).map_err(io_err)?;
         // The tree has it: bring the memory in line.
+        inner.log.garbage.drain(..collected);
         if install.is_some() {
+            let beyond: Vec<u64> = inner
+                .log
+                .chunks
+                .iter()
+                .filter(|(_, &last)| last > next.trunc.0)
+                .map(|(&first, _)| first)
+                .collect();
+            for first in beyond {
+                inner.log.chunks.remove(&first);
+            }
             inner.log.clear();
         }
         if let Some(head) = write.entries.first() {
@@ -602,7 +648,8 @@ impl LogStore for SledLogStore {
         check_compact(index, inner.cache.last_index);
         let mut next = inner.cache.clone();
         let mut batch = sled::Batch::default();
-        // Whole chunks only: one that straddles `index` stays until all of it is compacted.
+        // Whole chunks only: one that straddles `index` stays until all of it is compacted. The
+        // dead ones become garbage, deleted a few per write.
         let dead: Vec<u64> = inner
             .log
             .chunks
@@ -610,9 +657,7 @@ impl LogStore for SledLogStore {
             .take_while(|(_, &last)| last <= index)
             .map(|(&first, _)| first)
             .collect();
-        for &first in &dead {
-            batch.remove(&chunk_key(first)[..]);
-        }
+        let collected = inner.log.stage_gc(&mut batch);
         next.trunc = (index, term);
         next.conf_state = snap_conf_state(snapshot);
         next.has_snapshot = true;
@@ -624,8 +669,10 @@ impl LogStore for SledLogStore {
         batch.insert(KEY_HS, encode(&next.hard_state, "hard state")?);
         next.stored_hs = next.hard_state.clone();
         self.db.apply_batch(batch).map_err(io_err)?;
+        inner.log.garbage.drain(..collected);
         for first in dead {
             inner.log.chunks.remove(&first);
+            inner.log.garbage.push_back(first);
         }
         inner.log.compact_to(index, inner.cache.first_index());
         inner.cache = next;
