@@ -60,16 +60,21 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         Ok(())
     }
 
-    /// A Ready without a snapshot: its writes become durable through the sync thread (or at
-    /// once, without one); the driver goes on meanwhile.
-    fn handle_log_ready(&mut self, mut rd: raft::Ready) -> Result<(), Fatal> {
+    /// A Ready's first steps: note a role change, and send a leader's messages at once, in
+    /// parallel with the local write (thesis 10.2.1).
+    fn ready_role_and_messages(&mut self, rd: &mut raft::Ready) {
         if let Some(ss) = rd.ss() {
             self.on_role_change(ss.raft_state);
         }
-        // Leader only: send at once, in parallel with the local write (thesis 10.2.1).
         if !rd.messages().is_empty() {
             self.transport.send(rd.take_messages());
         }
+    }
+
+    /// A Ready without a snapshot: its writes become durable through the sync thread (or at
+    /// once, without one); the driver goes on meanwhile.
+    fn handle_log_ready(&mut self, mut rd: raft::Ready) -> Result<(), Fatal> {
+        self.ready_role_and_messages(&mut rd);
         let write = ReadyWrite {
             snapshot: None,
             entries: rd.take_entries(),
@@ -123,12 +128,7 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
     /// A Ready that installs a snapshot (rare): written and synced here, which also makes every
     /// earlier Ready durable, so everything held goes out.
     fn handle_snapshot_ready(&mut self, mut rd: raft::Ready) -> Result<(), Fatal> {
-        if let Some(ss) = rd.ss() {
-            self.on_role_change(ss.raft_state);
-        }
-        if !rd.messages().is_empty() {
-            self.transport.send(rd.take_messages());
-        }
+        self.ready_role_and_messages(&mut rd);
         let snapshot = rd.snapshot().clone();
         self.store.write_ready(&ReadyWrite {
             snapshot: Some(snapshot.clone()),
