@@ -532,6 +532,34 @@ fn sled_compacted_chunks_are_collected_by_later_writes_and_survive_restarts() {
     assert_eq!(s.term(90), Ok(3));
 }
 
+/// Values over a quarter of sled's segment live in blob files (synced before the log points to
+/// them): a large snapshot and a large chunk read back after a reopen.
+#[test]
+fn sled_large_snapshot_and_chunk_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut big = snap(4, 1, conf(&[1, 2, 3], &[]));
+    big.data = vec![7u8; 1 << 20].into();
+    let mut chunk = ents(5..=6, 1);
+    chunk[1].data = vec![9u8; 300 * 1024].into();
+    {
+        let s = SledLogStore::open(dir.path()).expect("open");
+        append(&s, ents(1..=4, 1));
+        s.compact_to_snapshot(&big).expect("compact");
+        append(&s, chunk.clone());
+        s.sync().expect("sync");
+    }
+    let blobs = std::fs::read_dir(dir.path().join("blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(
+        blobs > 0,
+        "the large values were expected in sled's blob files"
+    );
+    let s = SledLogStore::open_with_recent_bytes(dir.path(), 0).expect("reopen");
+    assert_eq!(s.latest_snapshot().expect("latest"), Some(big));
+    assert_eq!(read(&s, 5, 7, None), Ok(chunk));
+}
+
 #[test]
 fn sled_reopen_empty() {
     let dir = tempfile::tempdir().expect("tempdir");
