@@ -215,61 +215,44 @@ fn render_raft(t: &mut Text, sources: &Sources) {
         "Members in the member book.",
         s.members.len(),
     );
-    t.header(
+    t.counter_by(
         "nines_raft_proposals_total",
         "Proposals made on this node, by outcome.",
-        "counter",
-    );
-    t.sample(
-        "nines_raft_proposals_total",
-        &[("outcome", "ok")],
-        RAFT.proposals_ok.get(),
-    );
-    t.sample(
-        "nines_raft_proposals_total",
-        &[("outcome", "failed")],
-        RAFT.proposals_failed.get(),
+        "outcome",
+        &[
+            ("ok", RAFT.proposals_ok.get()),
+            ("failed", RAFT.proposals_failed.get()),
+        ],
     );
     t.histogram(
         "nines_raft_proposal_duration_seconds",
         "Time from propose to its answer (quorum commit and apply).",
         &[("", &RAFT.proposal_latency.snapshot())],
     );
-    t.header(
+    t.counter_by(
         "nines_raft_snapshots_total",
         "Snapshots taken by this node or installed from a leader.",
-        "counter",
+        "kind",
+        &[
+            ("taken", RAFT.snapshots_taken.get()),
+            ("installed", RAFT.snapshots_installed.get()),
+        ],
     );
-    t.sample(
-        "nines_raft_snapshots_total",
-        &[("kind", "taken")],
-        RAFT.snapshots_taken.get(),
+    t.counter(
+        "nines_raft_fsyncs_total",
+        "Log syncs (fsync); each covers every Ready written before it began.",
+        RAFT.fsyncs.get(),
     );
-    t.sample(
-        "nines_raft_snapshots_total",
-        &[("kind", "installed")],
-        RAFT.snapshots_installed.get(),
+    t.counter(
+        "nines_raft_readies_synced_total",
+        "Readies that needed a sync (over fsyncs: the group-commit batching factor).",
+        RAFT.readies_synced.get(),
     );
-    for (name, help, value) in [
-        (
-            "nines_raft_fsyncs_total",
-            "Log syncs (fsync); each covers every Ready written before it began.",
-            RAFT.fsyncs.get(),
-        ),
-        (
-            "nines_raft_readies_synced_total",
-            "Readies that needed a sync (over fsyncs: the group-commit batching factor).",
-            RAFT.readies_synced.get(),
-        ),
-        (
-            "nines_raft_entries_appended_total",
-            "Entries appended to this node's log.",
-            RAFT.entries_appended.get(),
-        ),
-    ] {
-        t.header(name, help, "counter");
-        t.sample(name, &[], value);
-    }
+    t.counter(
+        "nines_raft_entries_appended_total",
+        "Entries appended to this node's log.",
+        RAFT.entries_appended.get(),
+    );
     t.histogram(
         "nines_raft_fsync_duration_seconds",
         "Time one log sync took.",
@@ -400,76 +383,59 @@ fn render_counters(t: &mut Text) {
             ("detect_to_confirm", &a.phase_detect_to_confirm.snapshot()),
         ],
     );
-    t.header(
+    t.counter_by(
         "nines_amf_restarts_total",
         "Restarts decided, by level.",
-        "counter",
+        "level",
+        &[
+            ("component", a.component_restarts.get()),
+            ("su", a.su_restarts.get()),
+        ],
     );
-    t.sample(
-        "nines_amf_restarts_total",
-        &[("level", "component")],
-        a.component_restarts.get(),
-    );
-    t.sample(
-        "nines_amf_restarts_total",
-        &[("level", "su")],
-        a.su_restarts.get(),
-    );
-    t.header(
+    t.counter_by(
         "nines_amf_escalations_total",
         "Recoveries escalated past their level's budget, by the level escalated to.",
-        "counter",
+        "to",
+        &[
+            ("su_restart", a.escalations_su_restart.get()),
+            ("failover", a.escalations_failover.get()),
+            ("node_failover", a.escalations_node_failover.get()),
+        ],
     );
-    for (to, c) in [
-        ("su_restart", &a.escalations_su_restart),
-        ("failover", &a.escalations_failover),
-        ("node_failover", &a.escalations_node_failover),
-    ] {
-        t.sample("nines_amf_escalations_total", &[("to", to)], c.get());
-    }
-    t.header(
+    t.counter_by(
         "nines_amf_callbacks_total",
         "Callbacks this node's director delivered, by outcome.",
-        "counter",
-    );
-    t.sample(
-        "nines_amf_callbacks_total",
-        &[("outcome", "ok")],
-        a.callbacks_ok.get(),
-    );
-    t.sample(
-        "nines_amf_callbacks_total",
-        &[("outcome", "failed")],
-        a.callbacks_failed.get(),
+        "outcome",
+        &[
+            ("ok", a.callbacks_ok.get()),
+            ("failed", a.callbacks_failed.get()),
+        ],
     );
     let c = &nines_ckpt::service::METRICS;
-    t.header(
+    let ops: Vec<(&str, u64)> = nines_ckpt::service::OPS
+        .iter()
+        .zip(&c.ops)
+        .map(|(op, n)| (*op, n.get()))
+        .collect();
+    t.counter_by(
         "nines_ckpt_operations_total",
         "Checkpoint operations served by this agent, by operation.",
-        "counter",
+        "op",
+        &ops,
     );
-    for (op, n) in nines_ckpt::service::OPS.iter().zip(&c.ops) {
-        t.sample("nines_ckpt_operations_total", &[("op", op)], n.get());
-    }
     t.counter(
         "nines_ckpt_errors_total",
         "Checkpoint operations that failed.",
         c.errors.get(),
     );
-    t.header(
+    t.counter_by(
         "nines_ckpt_bytes_total",
         "Section bytes written and read.",
-        "counter",
-    );
-    t.sample(
-        "nines_ckpt_bytes_total",
-        &[("direction", "written")],
-        c.bytes_written.get(),
-    );
-    t.sample(
-        "nines_ckpt_bytes_total",
-        &[("direction", "read")],
-        c.bytes_read.get(),
+        "direction",
+        &[
+            ("written", c.bytes_written.get()),
+            ("read", c.bytes_read.get()),
+        ],
     );
     t.histogram(
         "nines_ckpt_operation_duration_seconds",
@@ -566,6 +532,14 @@ impl Text {
     fn counter(&mut self, name: &str, help: &str, value: u64) {
         self.header(name, help, "counter");
         self.sample(name, &[], value);
+    }
+
+    /// One counter family with one sample per value of the label `key`.
+    fn counter_by(&mut self, name: &str, help: &str, key: &str, values: &[(&str, u64)]) {
+        self.header(name, help, "counter");
+        for (label, value) in values {
+            self.sample(name, &[(key, label)], value);
+        }
     }
 
     /// One histogram family; each part is (`phase` label value or "" for none, values).

@@ -18,7 +18,7 @@ use std::{
 use nines_core::NodeId;
 use tokio::sync::Notify;
 
-use crate::{Fatal, LogStore};
+use crate::{Fatal, LogStore, StoreError};
 
 #[derive(Debug, Default)]
 struct State {
@@ -27,7 +27,7 @@ struct State {
     /// Highest Ready number known durable.
     durable: u64,
     /// The sync that failed: the node must stop.
-    failed: Option<String>,
+    failed: Option<StoreError>,
     stop: bool,
 }
 
@@ -100,7 +100,7 @@ impl Persister {
     pub(crate) fn durable(&self) -> Result<u64, Fatal> {
         let st = self.shared.lock();
         match &st.failed {
-            Some(e) => Err(Fatal::Store(crate::StoreError::Io(e.clone()))),
+            Some(e) => Err(Fatal::Store(e.clone())),
             None => Ok(st.durable),
         }
     }
@@ -138,7 +138,7 @@ fn run<S: LogStore>(shared: &Shared, store: &S) {
             Ok(()) => st.durable = st.durable.max(target),
             Err(e) => {
                 tracing::error!("log sync failed; the node stops: {e}");
-                st.failed = Some(e.to_string());
+                st.failed = Some(e);
                 shared.done.notify_one();
                 return;
             }

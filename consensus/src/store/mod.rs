@@ -15,7 +15,7 @@ use raft::eraftpb::{Entry, HardState, Snapshot};
 
 /// A storage failure. The driver treats every one as fatal for the node: it stops rather than
 /// acknowledge anything after a write it cannot trust.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The engine reported an I/O error.
     #[error("storage I/O failed: {0}")]

@@ -223,7 +223,8 @@ struct LogIndex {
 }
 
 impl LogIndex {
-    /// Keep only what lies below `index` (an append from `index` on replaces the rest).
+    /// Keep only what lies below `index` (an append from `index` on replaces the rest; a chunk
+    /// it cuts short ends at `index - 1`).
     fn truncate_from(&mut self, index: u64, first_index: u64) {
         self.terms
             .truncate(index.saturating_sub(first_index) as usize);
@@ -568,17 +569,15 @@ impl LogStore for SledLogStore {
         } else {
             check_append(&write.entries, next.first_index(), next.last_index);
         }
-        // The chunk cut short by an append that replaces its tail: (first, the part kept).
-        let mut rewritten: Option<(u64, Vec<Entry>)> = None;
         if let (Some(head), Some(tail)) = (write.entries.first(), write.entries.last()) {
             if install.is_none() {
                 for (&first, &last) in inner.log.chunks.range(..=next.last_index) {
                     if first >= head.index {
                         batch.remove(&chunk_key(first)[..]);
                     } else if last >= head.index {
+                        // Cut short by this append: keep the part before it.
                         let kept = self.chunk_prefix(first, head.index)?;
                         batch.insert(&chunk_key(first)[..], encode_chunk(&kept)?);
-                        rewritten = Some((first, kept));
                     }
                 }
             }
@@ -619,12 +618,6 @@ impl LogStore for SledLogStore {
         if let Some(head) = write.entries.first() {
             let first_index = next.first_index();
             inner.log.truncate_from(head.index, first_index);
-            if let Some((first, kept)) = rewritten {
-                inner
-                    .log
-                    .chunks
-                    .insert(first, first + kept.len() as u64 - 1);
-            }
             inner.log.chunks.insert(head.index, next.last_index);
             inner.log.push(&write.entries);
         }
