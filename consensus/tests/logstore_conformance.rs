@@ -502,12 +502,15 @@ fn sled_compacted_chunks_are_collected_by_later_writes_and_survive_restarts() {
     {
         // 35 chunks are garbage on disk: a restart must not take them for the log.
         let s = SledLogStore::open_with_recent_bytes(dir.path(), 0).expect("reopen");
+        assert_eq!(s.stored_chunks(), 40, "35 garbage chunks and 5 live ones");
         assert_eq!(bounds(&s), (71, 80));
         assert_eq!(read(&s, 71, 81, None), Ok(ents(71..=80, 1)));
         assert_eq!(s.term(70), Ok(1));
         for i in 0..3u64 {
             append(&s, ents(81 + i..=81 + i, 2));
         }
+        // Each write added a chunk and deleted 8 garbage ones.
+        assert_eq!(s.stored_chunks(), 40 + 3 - 3 * 8);
         s.sync().expect("sync");
     }
     {
@@ -525,6 +528,9 @@ fn sled_compacted_chunks_are_collected_by_later_writes_and_survive_restarts() {
         s.write_ready(&w).expect("install");
         s.sync().expect("sync");
         assert_eq!(bounds(&s), (91, 92));
+        // 11 garbage left, 8 of them deleted by the install's write, the 8 live ones became
+        // garbage, plus the new chunk.
+        assert_eq!(s.stored_chunks(), 11 - 8 + 8 + 1);
     }
     let s = SledLogStore::open_with_recent_bytes(dir.path(), 0).expect("reopen");
     assert_eq!(bounds(&s), (91, 92));

@@ -331,6 +331,13 @@ impl SledLogStore {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How many chunks the tree holds, live and garbage (tests check that garbage is collected).
+    #[doc(hidden)]
+    pub fn stored_chunks(&self) -> usize {
+        let _inner = self.read();
+        self.db.scan_prefix(CHUNK_PREFIX).count()
+    }
+
     /// Read live entries `[low, high)` (which must exist), stopping once `max_size` is exceeded
     /// (the same cut as `raft::util::limit_size`: at least one entry).
     fn read_entries(
