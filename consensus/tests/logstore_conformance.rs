@@ -566,6 +566,40 @@ fn sled_large_snapshot_and_chunk_survive_reopen() {
     assert_eq!(read(&s, 5, 7, None), Ok(chunk));
 }
 
+/// Group commit: a plain append (no vote change, nothing to cut) is not written to disk on its
+/// own; the next sync writes every append made since in one go. (A `sled::Batch` per append had
+/// sled write and sync each one separately.)
+#[test]
+fn sled_plain_appends_reach_the_disk_only_at_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_file = dir.path().join("db");
+    let s = SledLogStore::open(dir.path()).expect("open");
+    let first = ReadyWrite {
+        entries: ents(1..=1, 1),
+        hard_state: Some(hs(1, 1, 0)),
+        ..ReadyWrite::default()
+    };
+    s.write_ready(&first).expect("write");
+    s.sync().expect("sync");
+    let before = std::fs::read(&log_file).expect("read sled's log file");
+    for i in 2..=50 {
+        append(&s, ents(i..=i, 1));
+    }
+    // Time for any write handed to sled's IO threads to land.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let unsynced = std::fs::read(&log_file).expect("read sled's log file");
+    assert!(
+        unsynced == before,
+        "appends reached the log file before a sync asked for them"
+    );
+    s.sync().expect("sync");
+    let synced = std::fs::read(&log_file).expect("read sled's log file");
+    assert!(synced != before, "the sync wrote nothing");
+    drop(s);
+    let s = SledLogStore::open(dir.path()).expect("reopen");
+    assert_eq!(read(&s, 1, 51, None), Ok(ents(1..=50, 1)));
+}
+
 #[test]
 fn sled_reopen_empty() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -17,8 +17,12 @@
 //! by their index and collects them the same way. Terms of the live log are kept in memory, and the most recent
 //! entries too, so raft's `term` and its reads of fresh entries touch no disk.
 //!
-//! Every write call is one atomic `sled::Batch`. sled's background flusher is off: nothing is
-//! durable until [`LogStore::sync`] (or `put_meta`, which flushes itself).
+//! A plain append is single-key writes in log order (the hard state if term or vote changed, the
+//! chunk, a few garbage deletes): sled recovers a prefix of its log, and every such prefix is a
+//! state the node could have been in. Installing a snapshot, cutting a conflicting suffix and
+//! compacting each go in one atomic `sled::Batch` (rare: a batch makes sled write and sync its log
+//! buffer on its own, see `Writes`). sled's background flusher is off: nothing is durable until
+//! [`LogStore::sync`] (or `put_meta`, which flushes itself).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -282,6 +286,41 @@ impl LogIndex {
             batch.remove(&chunk_key(first)[..]);
         }
         n
+    }
+}
+
+/// The writes of one `write_ready` that must land together (a snapshot install, a conflicting
+/// suffix cut): they go in one `sled::Batch`.
+///
+/// Why not every write: each sled batch seals the current log buffer before and after it (sled's
+/// `pin_log`), and a sealed buffer is written and synced on its own. One batch per Ready was
+/// one disk write per Ready, which defeated the sync thread's group commit; single-key writes
+/// collect in the buffer until the next sync writes them all at once.
+#[derive(Default)]
+struct Writes(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+impl Writes {
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0.push((key, Some(value)));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.0.push((key, None));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.0 {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        batch
     }
 }
 
@@ -550,7 +589,9 @@ impl LogStore for SledLogStore {
         let inner = &mut *guard;
         let cache = &inner.cache;
         let mut next = cache.clone();
-        let mut batch = sled::Batch::default();
+        // Installing a snapshot or cutting a conflicting suffix (both rare) goes in one batch;
+        // everything else is a few single-key writes (see `Writes`).
+        let mut atomic = Writes::default();
         let install = write
             .snapshot
             .as_ref()
@@ -563,32 +604,33 @@ impl LogStore for SledLogStore {
             // rest become garbage (`LogIndex::clear`).
             for (&first, &last) in &inner.log.chunks {
                 if last > index {
-                    batch.remove(&chunk_key(first)[..]);
+                    atomic.remove(chunk_key(first).to_vec());
                 }
             }
             next.trunc = (index, term);
             next.conf_state = snap_conf_state(s);
             next.has_snapshot = true;
             next.last_index = index;
-            batch.insert(KEY_TRUNC, &encode_trunc(next.trunc)[..]);
-            batch.insert(KEY_CS, encode(&next.conf_state, "conf state")?);
-            batch.insert(KEY_SNAP, encode(s, "snapshot")?);
+            atomic.insert(KEY_TRUNC.to_vec(), encode_trunc(next.trunc).to_vec());
+            atomic.insert(KEY_CS.to_vec(), encode(&next.conf_state, "conf state")?);
+            atomic.insert(KEY_SNAP.to_vec(), encode(s, "snapshot")?);
         } else {
             check_append(&write.entries, next.first_index(), next.last_index);
         }
+        let mut chunk = None;
         if let (Some(head), Some(tail)) = (write.entries.first(), write.entries.last()) {
             if install.is_none() {
                 for (&first, &last) in inner.log.chunks.range(..=next.last_index) {
                     if first >= head.index {
-                        batch.remove(&chunk_key(first)[..]);
+                        atomic.remove(chunk_key(first).to_vec());
                     } else if last >= head.index {
                         // Cut short by this append: keep the part before it.
                         let kept = self.chunk_prefix(first, head.index)?;
-                        batch.insert(&chunk_key(first)[..], encode_chunk(&kept)?);
+                        atomic.insert(chunk_key(first).to_vec(), encode_chunk(&kept)?);
                     }
                 }
             }
-            batch.insert(&chunk_key(head.index)[..], encode_chunk(&write.entries)?);
+            chunk = Some((chunk_key(head.index), encode_chunk(&write.entries)?));
             next.last_index = tail.index;
         }
         if let Some(hs) = &write.hard_state {
@@ -596,17 +638,44 @@ impl LogStore for SledLogStore {
         }
         let vote_changed = (next.hard_state.term, next.hard_state.vote)
             != (cache.stored_hs.term, cache.stored_hs.vote);
+        let mut hs = None;
         if install.is_some() || vote_changed {
-            batch.insert(KEY_HS, encode(&next.hard_state, "hard state")?);
+            hs = Some(encode(&next.hard_state, "hard state")?);
             next.stored_hs = next.hard_state.clone();
         }
-        if write.entries.is_empty() && install.is_none() && !vote_changed {
+        if chunk.is_none() && hs.is_none() && atomic.is_empty() {
             // Only the commit index moved: nothing to write.
             inner.cache = next;
             return Ok(());
         }
-        let collected = inner.log.stage_gc(&mut batch);
-        self.db.apply_batch(batch).map_err(io_err)?;
+        let collected = inner.log.garbage.len().min(GC_CHUNKS_PER_WRITE);
+        let gc = inner.log.garbage.iter().take(collected);
+        if atomic.is_empty() {
+            // In log order: the hard state, then the chunk, then the garbage. sled recovers a
+            // prefix of its log, so a crash between them leaves a state this node could have
+            // been in (a new term without its entries; entries without the garbage deleted).
+            if let Some(hs) = hs {
+                self.db.insert(KEY_HS, hs).map_err(io_err)?;
+            }
+            if let Some((key, value)) = chunk {
+                self.db.insert(key, value).map_err(io_err)?;
+            }
+            for &first in gc {
+                self.db.remove(chunk_key(first)).map_err(io_err)?;
+            }
+        } else {
+            let mut batch = atomic.into_batch();
+            if let Some(hs) = hs {
+                batch.insert(KEY_HS, hs);
+            }
+            if let Some((key, value)) = chunk {
+                batch.insert(&key[..], value);
+            }
+            for &first in gc {
+                batch.remove(&chunk_key(first)[..]);
+            }
+            self.db.apply_batch(batch).map_err(io_err)?;
+        }
         // The tree has it: bring the memory in line.
         inner.log.garbage.drain(..collected);
         if install.is_some() {
