@@ -258,6 +258,11 @@ fn render_raft(t: &mut Text, sources: &Sources) {
         "Time one log sync took.",
         &[("", &RAFT.fsync_latency.snapshot())],
     );
+    t.histogram(
+        "nines_raft_log_write_duration_seconds",
+        "Time the driver spent writing one Ready into the log store, before its sync.",
+        &[("", &RAFT.log_write_latency.snapshot())],
+    );
 }
 
 fn render_membership(t: &mut Text, sources: &Sources, v: &StateView) {

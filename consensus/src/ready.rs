@@ -84,7 +84,11 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
             crate::metrics::RAFT
                 .entries_appended
                 .add(write.entries.len() as u64);
+            let started = std::time::Instant::now();
             self.store.write_ready(&write)?;
+            crate::metrics::RAFT
+                .log_write_latency
+                .observe(started.elapsed());
         }
         // Votes and append acks: only once the write is durable, and in order.
         let msgs = rd.take_persisted_messages();
