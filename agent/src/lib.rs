@@ -12,6 +12,7 @@ mod amf_link;
 mod amf_service;
 mod config;
 mod datadir;
+mod deadline;
 mod drill_service;
 mod health;
 mod heartbeat;

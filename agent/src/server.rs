@@ -30,14 +30,17 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    datadir, janitor, AgentConfig, AgentState, ClusterCommand, ClusterResponse, Command,
-    Response as SmResponse,
+    datadir, deadline::DeadlineLayer, janitor, AgentConfig, AgentState, ClusterCommand,
+    ClusterResponse, Command, Response as SmResponse,
 };
 
 /// How long the agent drains in-flight requests, and then waits for its node, at shutdown.
 const SHUTDOWN_GRACE_MS: u64 = 5_000;
 /// The longest deadline a client may ask for.
 const CLIENT_TIMEOUT_MAX_MS: u64 = 60_000;
+/// Calls whose handler lives as long as a stream, exempt from the request deadline: the raft
+/// peer stream (server-streaming calls return their handler at once and need no exemption).
+const LONG_LIVED_CALLS: &[&str] = &["/nines.raft.v1.RaftPeer/Stream"];
 /// Applied events buffered for this agent's subscribers before a slow one catches up from the
 /// state instead.
 const EVT_BROADCAST_LEN: usize = 4_096;
@@ -237,7 +240,10 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
     let mut drain = shutdown.clone();
     let serve = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(STREAMS_PER_CONNECTION_MAX)
-        .timeout(Duration::from_millis(CLIENT_TIMEOUT_MAX_MS + 1_000))
+        .layer(DeadlineLayer::new(
+            Duration::from_millis(CLIENT_TIMEOUT_MAX_MS + 1_000),
+            LONG_LIVED_CALLS,
+        ))
         .tcp_nodelay(true)
         .add_service(peer)
         .add_service(cluster)
@@ -521,5 +527,20 @@ impl Cluster for ClusterService {
             },
             None => ProbeReadResponse::default(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exemption names the peer stream by the path tonic routes it on.
+    #[test]
+    fn the_peer_stream_is_exempt_from_the_deadline() {
+        let path = format!(
+            "/{}/Stream",
+            nines_proto::raft::v1::raft_peer_server::SERVICE_NAME
+        );
+        assert!(LONG_LIVED_CALLS.contains(&path.as_str()), "{path}");
     }
 }
