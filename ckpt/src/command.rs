@@ -51,6 +51,7 @@ pub struct SectionWrite {
     /// Where the data goes (only for [`WriteKind::Write`]).
     pub offset: u64,
     /// The bytes.
+    #[serde(with = "nines_core::bytes")]
     pub data: Vec<u8>,
 }
 
@@ -84,6 +85,7 @@ pub enum CkptCommand {
         /// Its id; `None` generates one.
         section: Option<String>,
         /// Initial data.
+        #[serde(with = "nines_core::bytes")]
         data: Vec<u8>,
         /// Absolute expiration time (ms since the epoch); 0 = never.
         expires_at_ms: u64,

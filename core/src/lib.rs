@@ -5,11 +5,13 @@
 //!   any language can branch on a number that never changes meaning.
 //! - [`limits`]: named limits (units last) that bound every queue, message and batch.
 //! - [`shutdown`]: the injected shutdown signal long-lived tasks select on.
+//! - [`bytes`]: serde for byte-string fields (copied, not decoded byte by byte).
 //! - [`evt`]: the event service's filters, their matching, and its limits, shared by the service
 //!   and the SDK so both read them the same way.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bytes;
 mod error;
 pub mod evt;
 pub mod limits;

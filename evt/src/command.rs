@@ -38,6 +38,7 @@ pub enum EvtCommand {
         /// Who published it.
         publisher: String,
         /// The payload.
+        #[serde(with = "nines_core::bytes")]
         data: Vec<u8>,
     },
     /// Stop retaining event `event_id` of `channel` before its retention runs out.
@@ -114,6 +115,7 @@ pub struct Event {
     /// How long it is retained after `published_at_ms`; 0 = not retained.
     pub retention_ms: u64,
     /// The payload.
+    #[serde(with = "nines_core::bytes")]
     pub data: Vec<u8>,
 }
 

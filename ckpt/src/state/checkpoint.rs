@@ -14,7 +14,7 @@ use crate::command::Attributes;
 pub(super) struct Section {
     /// The data; serialized as one byte string so snapshots copy it instead of encoding it
     /// byte by byte.
-    #[serde(with = "bytes")]
+    #[serde(with = "nines_core::bytes")]
     pub(super) data: Vec<u8>,
     /// Absolute expiration time; 0 = never. Non-zero values are mirrored in
     /// [`CkptState::expiry_queue`](super::CkptState::expiry_queue).
@@ -95,53 +95,6 @@ impl Checkpoint {
         self.sections
             .get(id)
             .ok_or_else(|| section_not_exist(ckpt, id))
-    }
-}
-
-/// Serde for section data as one byte string (postcard: a length and the bytes, the same
-/// encoding as a sequence of u8, but copied rather than encoded byte by byte).
-mod bytes {
-    use std::fmt;
-
-    use serde::{de, Deserializer, Serializer};
-
-    /// Serialize `data` as bytes.
-    pub(super) fn serialize<S: Serializer>(data: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(data)
-    }
-
-    /// Deserialize bytes (or, from self-describing formats, a sequence of u8).
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Vec<u8>, D::Error> {
-        deserializer.deserialize_byte_buf(BytesVisitor)
-    }
-
-    /// Accepts every way a format may hand over bytes.
-    struct BytesVisitor;
-
-    impl<'de> de::Visitor<'de> for BytesVisitor {
-        type Value = Vec<u8>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("section data bytes")
-        }
-
-        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-            Ok(v.to_vec())
-        }
-
-        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-            Ok(v)
-        }
-
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64 * 1024));
-            while let Some(b) = seq.next_element()? {
-                out.push(b);
-            }
-            Ok(out)
-        }
     }
 }
 

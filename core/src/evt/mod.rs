@@ -21,8 +21,10 @@ pub use limits::Limits;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Pattern {
     /// What the pattern is (e.g. `b"severity"`); filters may name it to guard their position.
+    #[serde(with = "crate::bytes")]
     pub name: Vec<u8>,
     /// The value filters match against (e.g. `b"critical"`).
+    #[serde(with = "crate::bytes")]
     pub value: Vec<u8>,
 }
 
