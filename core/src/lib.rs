@@ -28,4 +28,4 @@ pub type NodeId = u64;
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The data-dir format version this build writes and reads; another is refused, never guessed.
-pub const DATA_FORMAT_VERSION: u32 = 3;
+pub const DATA_FORMAT_VERSION: u32 = 4;

@@ -5,7 +5,9 @@
 //!   on (a `u32` count, then each entry as a `u32` length and its protobuf bytes);
 //! - `hs` → the `HardState`, `cs` → the `ConfState` (protobuf);
 //! - `trunc` → the truncation point, `index` then `term`, each 8 bytes big-endian;
-//! - `snap` → the latest `Snapshot` (protobuf), whose index is always `trunc`'s;
+//! - `snap` → the latest snapshot's header: its piece count (`u32`), its data's length (`u64`),
+//!   then the `Snapshot` without its data (protobuf); its index is always `trunc`'s;
+//! - `s/<4-byte big-endian n>` → piece `n` of that snapshot's data (`SNAP_PIECE_BYTES` each);
 //! - `m/<key>` → node metadata bytes.
 //!
 //! Entries are stored a chunk (one Ready's worth) per key, not one per key: sled's cost is per
@@ -43,6 +45,7 @@ const KEY_CS: &[u8] = b"cs";
 const KEY_TRUNC: &[u8] = b"trunc";
 const KEY_SNAP: &[u8] = b"snap";
 const CHUNK_PREFIX: &[u8] = b"c/";
+const SNAP_PIECE_PREFIX: &[u8] = b"s/";
 const META_PREFIX: &[u8] = b"m/";
 
 /// Bytes of recent entries kept in memory for raft's reads (replication and apply).
@@ -52,6 +55,59 @@ const RECENT_BYTES_DEFAULT: usize = 8 * 1024 * 1024;
 /// of keys in one batch stalled the driver for hundreds of ms); each later write deletes a few.
 /// Every write adds at most one chunk, so the garbage never grows between compactions.
 const GC_CHUNKS_PER_WRITE: usize = 8;
+
+/// A snapshot's data is stored in pieces of at most this many bytes. sled keeps any log record
+/// over a quarter segment (128 KiB) in a blob file of its own, written and synced (file and
+/// directory) while it holds its place in the log buffer: a stall of every commit, 10-40 ms per
+/// snapshot. A record is a whole tree leaf when sled consolidates one, and a leaf holds up to 16
+/// keys before it splits, so a piece must be small enough that 17 of them stay under 128 KiB.
+const SNAP_PIECE_BYTES: usize = 4 * 1024;
+
+fn snap_piece_key(n: u32) -> [u8; 6] {
+    let mut key = [0u8; 6];
+    key[..2].copy_from_slice(SNAP_PIECE_PREFIX);
+    key[2..].copy_from_slice(&n.to_be_bytes());
+    key
+}
+
+/// Stage storing `snapshot` (header and pieces) in place of a stored one of `old_pieces` pieces;
+/// returns its piece count.
+fn stage_snapshot(w: &mut Writes, snapshot: &Snapshot, old_pieces: u32) -> Result<u32, StoreError> {
+    let data = snapshot.get_data();
+    let mut pieces = 0u32;
+    for piece in data.chunks(SNAP_PIECE_BYTES) {
+        w.insert(snap_piece_key(pieces).to_vec(), piece.to_vec());
+        pieces += 1;
+    }
+    for n in pieces..old_pieces {
+        w.remove(snap_piece_key(n).to_vec());
+    }
+    let mut meta = Snapshot::default();
+    meta.set_metadata(snapshot.get_metadata().clone());
+    let mut header = Vec::new();
+    header.extend_from_slice(&pieces.to_be_bytes());
+    header.extend_from_slice(&(data.len() as u64).to_be_bytes());
+    header.extend_from_slice(&encode(&meta, "snapshot metadata")?);
+    w.insert(KEY_SNAP.to_vec(), header);
+    Ok(pieces)
+}
+
+/// A snapshot header: (piece count, data length, the snapshot without its data).
+fn decode_snap_header(bytes: &[u8]) -> Result<(u32, usize, Snapshot), StoreError> {
+    let corrupt = || StoreError::Corrupt("the snapshot header is truncated".into());
+    let pieces = bytes
+        .get(..4)
+        .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+        .ok_or_else(corrupt)?;
+    let len = bytes
+        .get(4..12)
+        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(corrupt)?;
+    let meta = decode(&bytes[12..], "snapshot metadata")?;
+    let len = usize::try_from(len)
+        .map_err(|_| StoreError::Corrupt(format!("snapshot of {len} bytes")))?;
+    Ok((pieces, len, meta))
+}
 
 fn chunk_key(first: u64) -> [u8; 10] {
     let mut key = [0u8; 10];
@@ -199,8 +255,8 @@ struct Cache {
     trunc: (u64, u64),
     /// The last entry's index, or `trunc.0` when the log is empty.
     last_index: u64,
-    /// Whether `snap` is stored (its index is then `trunc.0`).
-    has_snapshot: bool,
+    /// The stored snapshot's piece count, if one is stored (its index is then `trunc.0`).
+    snap_pieces: Option<u32>,
 }
 
 impl Cache {
@@ -280,10 +336,10 @@ impl LogIndex {
     }
 
     /// Stage deleting up to `GC_CHUNKS_PER_WRITE` garbage chunks; returns how many.
-    fn stage_gc(&self, batch: &mut sled::Batch) -> usize {
+    fn stage_gc(&self, writes: &mut Writes) -> usize {
         let n = self.garbage.len().min(GC_CHUNKS_PER_WRITE);
         for &first in self.garbage.iter().take(n) {
-            batch.remove(&chunk_key(first)[..]);
+            writes.remove(chunk_key(first).to_vec());
         }
         n
     }
@@ -377,6 +433,14 @@ impl SledLogStore {
         self.db.scan_prefix(CHUNK_PREFIX).count()
     }
 
+    /// How many snapshot pieces the tree holds (tests check that a smaller snapshot leaves none
+    /// of a bigger one's behind).
+    #[doc(hidden)]
+    pub fn stored_snapshot_pieces(&self) -> usize {
+        let _inner = self.read();
+        self.db.scan_prefix(SNAP_PIECE_PREFIX).count()
+    }
+
     /// Read live entries `[low, high)` (which must exist), stopping once `max_size` is exceeded
     /// (the same cut as `raft::util::limit_size`: at least one entry).
     fn read_entries(
@@ -438,11 +502,27 @@ impl SledLogStore {
     }
 
     fn read_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
-        self.db
-            .get(KEY_SNAP)
-            .map_err(io_err)?
-            .map(|v| decode(&v, "snapshot"))
-            .transpose()
+        let Some(header) = self.db.get(KEY_SNAP).map_err(io_err)? else {
+            return Ok(None);
+        };
+        let (pieces, len, mut snapshot) = decode_snap_header(&header)?;
+        let mut data = Vec::with_capacity(len);
+        for n in 0..pieces {
+            let piece = self
+                .db
+                .get(snap_piece_key(n))
+                .map_err(io_err)?
+                .ok_or_else(|| StoreError::Corrupt(format!("snapshot piece {n} missing")))?;
+            data.extend_from_slice(&piece);
+        }
+        if data.len() != len {
+            return Err(StoreError::Corrupt(format!(
+                "snapshot data has {} bytes, its header says {len}",
+                data.len()
+            )));
+        }
+        snapshot.set_data(data.into());
+        Ok(Some(snapshot))
     }
 
     /// The entries of the chunk starting at `first` that lie below `below`.
@@ -511,7 +591,11 @@ fn load(db: &sled::Db, recent_bytes_max: usize) -> Result<Inner, StoreError> {
         conf_state: get_decoded(db, KEY_CS, "conf state")?.unwrap_or_default(),
         trunc,
         last_index,
-        has_snapshot: db.contains_key(KEY_SNAP).map_err(io_err)?,
+        snap_pieces: db
+            .get(KEY_SNAP)
+            .map_err(io_err)?
+            .map(|h| decode_snap_header(&h).map(|(pieces, _, _)| pieces))
+            .transpose()?,
     };
     Ok(Inner { cache, log })
 }
@@ -573,7 +657,7 @@ impl raft::Storage for SledLogStore {
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let inner = self.read();
         let c = &inner.cache;
-        if !c.has_snapshot || c.trunc.0 < request_index {
+        if c.snap_pieces.is_none() || c.trunc.0 < request_index {
             return Err(store_err(StorageError::SnapshotTemporarilyUnavailable));
         }
         match self.read_snapshot().map_err(to_raft)? {
@@ -609,11 +693,11 @@ impl LogStore for SledLogStore {
             }
             next.trunc = (index, term);
             next.conf_state = snap_conf_state(s);
-            next.has_snapshot = true;
             next.last_index = index;
             atomic.insert(KEY_TRUNC.to_vec(), encode_trunc(next.trunc).to_vec());
             atomic.insert(KEY_CS.to_vec(), encode(&next.conf_state, "conf state")?);
-            atomic.insert(KEY_SNAP.to_vec(), encode(s, "snapshot")?);
+            let old = cache.snap_pieces.unwrap_or(0);
+            next.snap_pieces = Some(stage_snapshot(&mut atomic, s, old)?);
         } else {
             check_append(&write.entries, next.first_index(), next.last_index);
         }
@@ -718,7 +802,7 @@ impl LogStore for SledLogStore {
         }
         check_compact(index, inner.cache.last_index);
         let mut next = inner.cache.clone();
-        let mut batch = sled::Batch::default();
+        let mut writes = Writes::default();
         // Whole chunks only: one that straddles `index` stays until all of it is compacted. The
         // dead ones become garbage, deleted a few per write.
         let dead: Vec<u64> = inner
@@ -728,18 +812,18 @@ impl LogStore for SledLogStore {
             .take_while(|(_, &last)| last <= index)
             .map(|(&first, _)| first)
             .collect();
-        let collected = inner.log.stage_gc(&mut batch);
+        let collected = inner.log.stage_gc(&mut writes);
         next.trunc = (index, term);
         next.conf_state = snap_conf_state(snapshot);
-        next.has_snapshot = true;
-        batch.insert(KEY_TRUNC, &encode_trunc(next.trunc)[..]);
-        batch.insert(KEY_CS, encode(&next.conf_state, "conf state")?);
-        batch.insert(KEY_SNAP, encode(snapshot, "snapshot")?);
+        writes.insert(KEY_TRUNC.to_vec(), encode_trunc(next.trunc).to_vec());
+        writes.insert(KEY_CS.to_vec(), encode(&next.conf_state, "conf state")?);
+        let old = inner.cache.snap_pieces.unwrap_or(0);
+        next.snap_pieces = Some(stage_snapshot(&mut writes, snapshot, old)?);
         // The snapshot holds applied, hence committed, state.
         next.hard_state.commit = next.hard_state.commit.max(index);
-        batch.insert(KEY_HS, encode(&next.hard_state, "hard state")?);
+        writes.insert(KEY_HS.to_vec(), encode(&next.hard_state, "hard state")?);
         next.stored_hs = next.hard_state.clone();
-        self.db.apply_batch(batch).map_err(io_err)?;
+        self.db.apply_batch(writes.into_batch()).map_err(io_err)?;
         inner.log.garbage.drain(..collected);
         for first in dead {
             inner.log.chunks.remove(&first);
@@ -776,7 +860,7 @@ impl LogStore for SledLogStore {
         Ok(c.hard_state == HardState::default()
             && c.conf_state == ConfState::default()
             && c.last_index == 0
-            && !c.has_snapshot
+            && c.snap_pieces.is_none()
             && c.trunc == (0, 0))
     }
 }
