@@ -168,6 +168,13 @@ impl StateMachine for AgentState {
         postcard::to_stdvec(self).map_err(|e| format!("cannot encode agent state: {e}"))
     }
 
+    fn snapshot_into(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        out.clear();
+        *out = postcard::to_extend(self, std::mem::take(out))
+            .map_err(|e| format!("cannot encode agent state: {e}"))?;
+        Ok(())
+    }
+
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
         let events = self.membership.take_events();
         let amf = self.amf.take_notifier();

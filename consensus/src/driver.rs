@@ -75,6 +75,45 @@ pub(crate) struct Driver<S: LogStore, M: StateMachine> {
     pub(crate) synced_reported: u64,
     /// The highest Ready number the driver synced itself (no sync thread).
     pub(crate) synced_inline: u64,
+    /// Buffers kept from one snapshot to the next (see [`StateMachine::snapshot_into`]).
+    pub(crate) snapshot_bufs: SnapshotBufs,
+}
+
+/// The state image and the snapshot data of the last snapshot, emptied, kept for the next.
+pub(crate) struct SnapshotBufs {
+    pub(crate) state: Vec<u8>,
+    pub(crate) data: Vec<u8>,
+}
+
+/// Bytes of each snapshot buffer written once when the node starts. The first write to memory
+/// costs a page fault per 4 KiB, expensive on a VM: without this, a node's first snapshot (550
+/// KiB of event-service state) took 15-45 ms, later ones about 1.
+const SNAPSHOT_BUF_WARM_BYTES: usize = 1 << 20;
+
+impl SnapshotBufs {
+    /// Both buffers with [`SNAPSHOT_BUF_WARM_BYTES`] already written once.
+    pub(crate) fn warm() -> Self {
+        let touched = || {
+            let mut buf = vec![0u8; 0];
+            buf.resize(SNAPSHOT_BUF_WARM_BYTES, 1);
+            buf.clear();
+            buf
+        };
+        Self {
+            state: touched(),
+            data: touched(),
+        }
+    }
+
+    /// `buf` emptied, to be used again; dropped instead when far bigger than what it held (a
+    /// state that shrank should not pin its old size).
+    pub(crate) fn keep(mut buf: Vec<u8>) -> Vec<u8> {
+        if buf.capacity() > 2 * buf.len() + (1 << 20) {
+            return Vec::new();
+        }
+        buf.clear();
+        buf
+    }
 }
 
 /// Resolves when the sync thread finished a sync; never without one.

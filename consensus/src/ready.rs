@@ -9,8 +9,8 @@ use raft::{
 };
 
 use crate::{
-    driver::{Driver, Held},
-    members::SnapshotEnvelope,
+    driver::{Driver, Held, SnapshotBufs},
+    members::{SnapshotEnvelope, SnapshotEnvelopeRef},
     status::{NodeStatus, Role},
     store::ReadyWrite,
     ApplyContext, Fatal, LogStore, PeerInfo, ProposeError, StateMachine,
@@ -374,25 +374,37 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let state = self.sm.snapshot().map_err(Fatal::StateMachine)?;
+        let mut state = std::mem::take(&mut self.snapshot_bufs.state);
+        self.sm
+            .snapshot_into(&mut state)
+            .map_err(Fatal::StateMachine)?;
         let serialized = started.elapsed();
-        let env = SnapshotEnvelope {
-            members: self.members.clone(),
-            state,
+        let env = SnapshotEnvelopeRef {
+            members: &self.members,
+            state: &state,
         };
+        let mut data = std::mem::take(&mut self.snapshot_bufs.data);
+        data.clear();
+        let data = postcard::to_extend(&env, data).expect("snapshot encodes");
+        let bytes = data.len();
+        self.snapshot_bufs.state = SnapshotBufs::keep(state);
         let mut snap = Snapshot::default();
-        snap.set_data(postcard::to_stdvec(&env).expect("snapshot encodes").into());
+        snap.set_data(data.into());
         let meta = snap.mut_metadata();
         meta.index = self.applied;
         meta.term = self.raw.raft.raft_log.term(self.applied)?;
         meta.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
         self.store.compact_to_snapshot(&snap)?;
+        // The store copied it: take the buffer back for the next snapshot.
+        if let Ok(data) = snap.take_data().try_into_mut() {
+            self.snapshot_bufs.data = SnapshotBufs::keep(data.into());
+        }
         self.snapshot_index = self.applied;
         crate::metrics::RAFT.snapshots_taken.inc();
         tracing::info!(
             node = self.id,
             index = self.applied,
-            bytes = snap.get_data().len(),
+            bytes,
             serialize_ms = serialized.as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "snapshot taken; log compacted"

@@ -37,6 +37,16 @@ pub trait StateMachine: Send + 'static {
     /// Serialize the whole state.
     fn snapshot(&self) -> Result<Vec<u8>, String>;
 
+    /// [`StateMachine::snapshot`] into `out` (emptied first; its capacity is kept), so the node
+    /// serializes every snapshot into one buffer it keeps. Memory the process has not touched
+    /// lately costs a page fault per 4 KiB on first write, which on a VM made a 550 KiB snapshot
+    /// take 20-40 ms instead of 1. The default calls `snapshot` and copies.
+    fn snapshot_into(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        out.clear();
+        out.extend_from_slice(&self.snapshot()?);
+        Ok(())
+    }
+
     /// Replace the whole state with a snapshot's.
     fn restore(&mut self, data: &[u8]) -> Result<(), String>;
 
