@@ -2,6 +2,10 @@
 //! more publishers publish 256-byte events at a target rate (or as fast as they can, with
 //! `--rate 0`); subscribers, spread over the agents, time each delivery against the send time
 //! the publisher wrote into the event (everything runs on this machine, one clock).
+//!
+//! A warm-up (1 s by default) publishes at the same rate first, unmeasured: a cluster that has
+//! just started is still opening connections and touching memory for the first time, and over a
+//! few seconds those transients, not the steady state, would make the p99.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,8 +26,10 @@ pub struct EvtBenchConfig {
     pub subscribers: usize,
     /// Target events per second over all publishers (0 = as fast as they can).
     pub rate: u64,
-    /// How long to publish.
+    /// How long to publish and measure, after the warm-up.
     pub duration: Duration,
+    /// How long to publish first without measuring.
+    pub warmup: Duration,
     /// Event payload size in bytes (at least 16).
     pub value_size: usize,
     /// Publishes in flight per publisher.
@@ -47,6 +53,8 @@ pub struct EvtBenchResult {
     pub p50_ms: f64,
     /// p99 of publish → delivery.
     pub p99_ms: f64,
+    /// The unmeasured warm-up before the measured window.
+    pub warmup_ms: u64,
 }
 
 fn now_us() -> u64 {
@@ -65,12 +73,15 @@ pub async fn run(endpoints: &[String], cfg: &EvtBenchConfig) -> anyhow::Result<E
         .await
         .context("create the channel")?;
     let lost = Arc::new(AtomicU64::new(0));
+    // Events sent before this wall-clock time (µs) are the warm-up's: delivered, not measured.
+    let measure_from = Arc::new(AtomicU64::new(u64::MAX));
     let mut subs = Vec::new();
     for i in 0..cfg.subscribers {
         let ep = endpoints[i % endpoints.len()].clone();
         let c = EventClient::connect(&[ep]).await?;
         let stream = c.subscribe(&Subscription::new(channel.clone())).await?;
         let lost = lost.clone();
+        let measure_from = measure_from.clone();
         subs.push(tokio::spawn(async move {
             let mut stream = stream;
             let mut samples = Vec::new();
@@ -81,7 +92,9 @@ pub async fn run(endpoints: &[String], cfg: &EvtBenchConfig) -> anyhow::Result<E
                         if sent == 0 {
                             break; // the end marker
                         }
-                        samples.push(now_us().saturating_sub(sent) as f64 / 1000.0);
+                        if sent >= measure_from.load(Ordering::Relaxed) {
+                            samples.push(now_us().saturating_sub(sent) as f64 / 1000.0);
+                        }
                     }
                     Ok(Delivery::Lost(n)) => {
                         lost.fetch_add(n, Ordering::Relaxed);
@@ -95,6 +108,7 @@ pub async fn run(endpoints: &[String], cfg: &EvtBenchConfig) -> anyhow::Result<E
     }
     // Publishers talk to the leader first: a publish on a follower is one more hop.
     let publish_eps = crate::client::leader_first(endpoints.to_vec()).await;
+    measure_from.store(now_us() + cfg.warmup.as_micros() as u64, Ordering::Relaxed);
     let (acked, mut publish_ms, elapsed) = publish_all(&publish_eps, &channel, cfg).await?;
     // The end marker: send time 0.
     client
@@ -119,16 +133,19 @@ pub async fn run(endpoints: &[String], cfg: &EvtBenchConfig) -> anyhow::Result<E
         delivery: d,
         delivered,
         lost: lost.load(Ordering::Relaxed),
+        warmup_ms: cfg.warmup.as_millis() as u64,
     })
 }
 
-/// Publish for `cfg.duration` at `cfg.rate`; returns (acknowledged, latencies ms, elapsed).
+/// Publish for `cfg.warmup` then `cfg.duration` at `cfg.rate`; returns what the measured window
+/// saw: (acknowledged, latencies ms, its length).
 async fn publish_all(
     endpoints: &[String],
     channel: &str,
     cfg: &EvtBenchConfig,
 ) -> anyhow::Result<(u64, Vec<f64>, Duration)> {
     let started = Instant::now();
+    let (warmup, total) = (cfg.warmup, cfg.warmup + cfg.duration);
     let mut tasks = Vec::new();
     let per_task = cfg.publishers.max(1) * cfg.inflight.max(1);
     let interval =
@@ -143,11 +160,12 @@ async fn publish_all(
                 .unwrap_or_default();
             k += 1;
             let (client, channel) = (client.clone(), channel.to_string());
-            let (duration, size) = (cfg.duration, cfg.value_size.max(16));
+            let size = cfg.value_size.max(16);
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let mut next = Instant::now() + offset;
-                while started.elapsed() < duration {
+                let mut acked = 0u64;
+                while started.elapsed() < total {
                     if let Some(iv) = interval {
                         tokio::time::sleep_until(next.into()).await;
                         next += iv;
@@ -155,21 +173,26 @@ async fn publish_all(
                     let mut data = vec![0u8; size];
                     data[..8].copy_from_slice(&now_us().to_le_bytes());
                     let t = Instant::now();
+                    let measured = t.duration_since(started) >= warmup;
                     if client
                         .publish(&Publish::new(channel.clone(), data))
                         .await
                         .is_ok()
+                        && measured
                     {
                         lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                        acked += 1;
                     }
                 }
-                lat
+                (acked, lat)
             }));
         }
     }
-    let mut all = Vec::new();
+    let (mut acked, mut all) = (0, Vec::new());
     for t in tasks {
-        all.extend(t.await?);
+        let (n, lat) = t.await?;
+        acked += n;
+        all.extend(lat);
     }
-    Ok((all.len() as u64, all, started.elapsed()))
+    Ok((acked, all, started.elapsed().saturating_sub(warmup)))
 }

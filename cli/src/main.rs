@@ -396,9 +396,14 @@ enum BenchCmd {
         /// Publishes in flight per publisher.
         #[arg(long, default_value_t = 64)]
         inflight: usize,
-        /// How long to publish, e.g. 5s.
-        #[arg(long, default_value = "5s", value_parser = ckpt_cmd::parse_duration)]
+        /// How long to publish and measure, e.g. 30s (after the warm-up). A p99 needs a window
+        /// that holds several of the agents' periodic snapshots.
+        #[arg(long, default_value = "10s", value_parser = ckpt_cmd::parse_duration)]
         duration: Duration,
+        /// How long to publish first at the same rate without measuring (connections open, the
+        /// agents' memory is touched once), e.g. 1s; 0s measures from the first event.
+        #[arg(long, default_value = "1s", value_parser = ckpt_cmd::parse_duration)]
+        warmup: Duration,
         /// Payload bytes per event.
         #[arg(long, default_value_t = 256)]
         value_size: usize,
@@ -744,6 +749,7 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
             rate,
             inflight,
             duration,
+            warmup,
             value_size,
         } => {
             let cfg = nines_cli::bench_evt::EvtBenchConfig {
@@ -751,6 +757,7 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
                 subscribers,
                 rate,
                 duration,
+                warmup,
                 value_size,
                 inflight,
             };
@@ -768,8 +775,10 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
                 println!("{}", serde_json::json!({ "bench": "evt", "result": r }));
             } else {
                 println!(
-                    "published {:.0} events/s (publish p50 {:.2} ms, p99 {:.2} ms); delivered {} \
-                     (lost {}): publish → delivery p50 {:.2} ms · p99 {:.2} ms · max {:.2} ms",
+                    "after a {} ms warm-up: published {:.0} events/s (publish p50 {:.2} ms, p99 \
+                     {:.2} ms); delivered {} (lost {}): publish → delivery p50 {:.2} ms · p99 \
+                     {:.2} ms · max {:.2} ms",
+                    r.warmup_ms,
                     r.ops_per_sec,
                     r.publish.p50_ms,
                     r.publish.p99_ms,
