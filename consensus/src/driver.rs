@@ -77,6 +77,29 @@ pub(crate) struct Driver<S: LogStore, M: StateMachine> {
     pub(crate) synced_inline: u64,
     /// Buffers kept from one snapshot to the next (see [`StateMachine::snapshot_into`]).
     pub(crate) snapshot_bufs: SnapshotBufs,
+    /// The snapshot whose data a thread is writing into the store, if any.
+    pub(crate) snapshot_job: Option<SnapshotJob>,
+}
+
+/// A snapshot taken, whose data a thread of its own writes into the store
+/// ([`LogStore::prepare_snapshot`]) while the driver goes on; the driver compacts to it when the
+/// thread is done.
+pub(crate) struct SnapshotJob {
+    pub(crate) snap: raft::eraftpb::Snapshot,
+    pub(crate) started: std::time::Instant,
+    pub(crate) serialize: Duration,
+    pub(crate) thread: std::thread::JoinHandle<Result<(), crate::StoreError>>,
+    pub(crate) done: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Resolves when the snapshot job's thread is done; never without a job.
+async fn snapshot_written(job: &mut Option<SnapshotJob>) {
+    match job {
+        Some(j) => {
+            let _ = (&mut j.done).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The state image and the snapshot data of the last snapshot, emptied, kept for the next.
@@ -143,6 +166,7 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                 biased;
                 _ = shutdown.wait() => break,
                 _ = synced(waker.clone()) => {}
+                _ = snapshot_written(&mut self.snapshot_job) => self.finish_snapshot()?,
                 _ = ticker.tick() => {
                     self.raw.tick();
                     self.on_tick();
@@ -174,6 +198,10 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                 );
                 break;
             }
+        }
+        if let Some(job) = self.snapshot_job.take() {
+            // Its pieces are garbage to the next start unless compacted to; let it finish.
+            let _ = job.thread.join();
         }
         Ok(())
     }

@@ -145,6 +145,7 @@ pub fn start<S: LogStore, M: StateMachine>(
         synced_reported: 0,
         synced_inline: 0,
         snapshot_bufs: crate::driver::SnapshotBufs::warm(),
+        snapshot_job: None,
     };
     let proposer = Proposer::new(cfg.id, req_tx, mailbox, status_rx, transport);
     let driver = tokio::spawn(driver.run(shutdown));

@@ -9,11 +9,11 @@ use raft::{
 };
 
 use crate::{
-    driver::{Driver, Held, SnapshotBufs},
+    driver::{Driver, Held, SnapshotBufs, SnapshotJob},
     members::{SnapshotEnvelope, SnapshotEnvelopeRef},
     status::{NodeStatus, Role},
     store::ReadyWrite,
-    ApplyContext, Fatal, LogStore, PeerInfo, ProposeError, StateMachine,
+    ApplyContext, Fatal, LogStore, PeerInfo, ProposeError, StateMachine, StoreError,
 };
 
 /// fsync without stalling the runtime's other tasks (timers, transport) where the runtime allows.
@@ -132,6 +132,8 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
     /// A Ready that installs a snapshot (rare): written and synced here, which also makes every
     /// earlier Ready durable, so everything held goes out.
     fn handle_snapshot_ready(&mut self, mut rd: raft::Ready) -> Result<(), Fatal> {
+        // A local snapshot still being written goes first (the store takes one at a time).
+        self.finish_snapshot()?;
         self.ready_role_and_messages(&mut rd);
         let snapshot = rd.snapshot().clone();
         self.store.write_ready(&ReadyWrite {
@@ -367,8 +369,17 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         Ok(())
     }
 
-    /// Snapshot the state machine and compact the log once enough has been applied.
+    /// Snapshot the state machine once enough has been applied. The state is serialized here;
+    /// writing it into the store happens on a thread of its own (multi-thread runtimes), and the
+    /// log is compacted when that is done ([`Driver::finish_snapshot`]).
     fn maybe_snapshot(&mut self, forced: bool) -> Result<(), Fatal> {
+        if self.snapshot_job.is_some() {
+            if forced {
+                // Taken once the one in flight is done.
+                self.snapshot_wanted.store(true, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
         let due = self.applied >= self.snapshot_index + self.snapshot_threshold_entries;
         if !(due || forced && self.applied > self.snapshot_index) {
             return Ok(());
@@ -378,7 +389,7 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         self.sm
             .snapshot_into(&mut state)
             .map_err(Fatal::StateMachine)?;
-        let serialized = started.elapsed();
+        let serialize = started.elapsed();
         let env = SnapshotEnvelopeRef {
             members: &self.members,
             state: &state,
@@ -386,7 +397,6 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         let mut data = std::mem::take(&mut self.snapshot_bufs.data);
         data.clear();
         let data = postcard::to_extend(&env, data).expect("snapshot encodes");
-        let bytes = data.len();
         self.snapshot_bufs.state = SnapshotBufs::keep(state);
         let mut snap = Snapshot::default();
         snap.set_data(data.into());
@@ -394,18 +404,70 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         meta.index = self.applied;
         meta.term = self.raw.raft.raft_log.term(self.applied)?;
         meta.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
+        if self.persister.is_none() {
+            // A current-thread runtime: everything inline, deterministic.
+            return self.complete_snapshot(snap, started, serialize);
+        }
+        let (tx, done) = tokio::sync::oneshot::channel();
+        let (store, job_snap) = (self.store.clone(), snap.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("nines-snap-{}", self.id))
+            .spawn(move || {
+                let written = store.prepare_snapshot(&job_snap);
+                drop(job_snap);
+                let _ = tx.send(());
+                written
+            })
+            .map_err(|e| {
+                Fatal::Store(StoreError::Io(format!(
+                    "cannot start the snapshot writer thread: {e}"
+                )))
+            })?;
+        self.snapshot_job = Some(SnapshotJob {
+            snap,
+            started,
+            serialize,
+            thread,
+            done,
+        });
+        Ok(())
+    }
+
+    /// The snapshot job's thread is done (or must be, before a snapshot from the leader is
+    /// installed): wait for it, then compact to its snapshot.
+    pub(crate) fn finish_snapshot(&mut self) -> Result<(), Fatal> {
+        let Some(job) = self.snapshot_job.take() else {
+            return Ok(());
+        };
+        job.thread.join().map_err(|_| {
+            Fatal::Store(StoreError::Io("the snapshot writer thread panicked".into()))
+        })??;
+        self.complete_snapshot(job.snap, job.started, job.serialize)
+    }
+
+    /// Compact the log to `snap`, whose data is written (or is written now).
+    fn complete_snapshot(
+        &mut self,
+        mut snap: Snapshot,
+        started: std::time::Instant,
+        serialize: std::time::Duration,
+    ) -> Result<(), Fatal> {
+        let compacting = std::time::Instant::now();
         self.store.compact_to_snapshot(&snap)?;
+        let index = snap.get_metadata().index;
+        let bytes = snap.get_data().len();
         // The store copied it: take the buffer back for the next snapshot.
         if let Ok(data) = snap.take_data().try_into_mut() {
             self.snapshot_bufs.data = SnapshotBufs::keep(data.into());
         }
-        self.snapshot_index = self.applied;
+        self.snapshot_index = self.snapshot_index.max(index);
         crate::metrics::RAFT.snapshots_taken.inc();
         tracing::info!(
             node = self.id,
-            index = self.applied,
+            index,
             bytes,
-            serialize_ms = serialized.as_millis() as u64,
+            serialize_ms = serialize.as_millis() as u64,
+            compact_ms = compacting.elapsed().as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "snapshot taken; log compacted"
         );

@@ -559,9 +559,9 @@ fn sled_large_chunk_survives_reopen() {
 }
 
 /// A snapshot is stored in pieces small enough to stay out of sled's blob files (each blob is
-/// written and synced while it holds sled's log buffer: a stall of every commit); a smaller
-/// snapshot after a bigger one leaves none of its pieces behind; both read back after a reopen,
-/// whether taken locally or installed from a leader.
+/// written and synced while it holds sled's log buffer: a stall of every commit). The pieces of
+/// a replaced snapshot are garbage, deleted by later writes; every snapshot reads back after a
+/// reopen, whether taken locally or installed from a leader.
 #[test]
 fn sled_snapshots_are_stored_in_pieces_without_blobs() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -589,7 +589,19 @@ fn sled_snapshots_are_stored_in_pieces_without_blobs() {
         assert_eq!(s.latest_snapshot().expect("latest"), Some(big.clone()));
         assert_eq!(s.snapshot(4, 2), Ok(big));
         s.compact_to_snapshot(&small).expect("compact");
-        assert_eq!(s.stored_snapshot_pieces(), 25);
+        assert_eq!(
+            s.stored_snapshot_pieces(),
+            256 + 25,
+            "the old ones wait for writes"
+        );
+        for i in 7..=11 {
+            append(&s, ents(i..=i, 1));
+        }
+        assert_eq!(
+            s.stored_snapshot_pieces(),
+            25,
+            "later writes deleted the old ones"
+        );
         s.sync().expect("sync");
     }
     let mut installed = snap(20, 2, conf(&[1, 2, 3], &[]));
@@ -602,12 +614,70 @@ fn sled_snapshots_are_stored_in_pieces_without_blobs() {
             ..ReadyWrite::default()
         };
         s.write_ready(&w).expect("install");
+        append(&s, ents(21..=21, 2));
         assert_eq!(s.stored_snapshot_pieces(), 50);
         s.sync().expect("sync");
     }
     let s = SledLogStore::open(dir.path()).expect("reopen");
     assert_eq!(s.latest_snapshot().expect("latest"), Some(installed));
-    assert_eq!(bounds(&s), (21, 20));
+    assert_eq!(bounds(&s), (21, 21));
+}
+
+/// A snapshot's pieces written ahead (`prepare_snapshot`, off the driver) are used by the
+/// compaction; pieces prepared but never compacted to (a crash in between) are garbage after a
+/// restart, and preparing a snapshot at that same index again loses none of its pieces.
+#[test]
+fn sled_prepared_snapshots_compact_and_survive_a_crash_in_between() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut at8 = snap(8, 1, conf(&[1, 2, 3], &[]));
+    at8.data = vec![8u8; 40 * 1024].into();
+    {
+        let s = SledLogStore::open(dir.path()).expect("open");
+        append(&s, ents(1..=10, 1));
+        s.prepare_snapshot(&at8).expect("prepare");
+        assert_eq!(s.stored_snapshot_pieces(), 10);
+        assert_eq!(
+            s.latest_snapshot().expect("latest"),
+            None,
+            "not pointed at yet"
+        );
+        s.sync().expect("sync");
+        // Dropped before compacting: as if the node died here.
+    }
+    {
+        let s = SledLogStore::open(dir.path()).expect("reopen");
+        assert_eq!(s.latest_snapshot().expect("latest"), None);
+        assert_eq!(bounds(&s), (1, 10));
+        // The same snapshot again, then the compaction to it: the pieces found at the restart
+        // as garbage must not be collected now that they are this snapshot's.
+        s.prepare_snapshot(&at8).expect("prepare again");
+        s.compact_to_snapshot(&at8).expect("compact");
+        for i in 11..=15 {
+            append(&s, ents(i..=i, 1));
+        }
+        assert_eq!(s.stored_snapshot_pieces(), 10);
+        assert_eq!(s.latest_snapshot().expect("latest"), Some(at8.clone()));
+        s.sync().expect("sync");
+    }
+    let s = SledLogStore::open(dir.path()).expect("reopen");
+    assert_eq!(s.latest_snapshot().expect("latest"), Some(at8));
+    assert_eq!(bounds(&s), (9, 15));
+    // A prepared snapshot a newer one overtook: its pieces are garbage.
+    let mut at12 = snap(12, 1, conf(&[1, 2, 3], &[]));
+    at12.data = vec![12u8; 8 * 1024].into();
+    let mut installed = snap(20, 2, conf(&[1, 2, 3], &[]));
+    installed.data = vec![20u8; 4 * 1024].into();
+    s.prepare_snapshot(&at12).expect("prepare");
+    let w = ReadyWrite {
+        snapshot: Some(installed.clone()),
+        ..ReadyWrite::default()
+    };
+    s.write_ready(&w).expect("install");
+    s.compact_to_snapshot(&at12)
+        .expect("an older snapshot is ignored");
+    append(&s, ents(21..=21, 2));
+    assert_eq!(s.stored_snapshot_pieces(), 1);
+    assert_eq!(s.latest_snapshot().expect("latest"), Some(installed));
 }
 
 /// Group commit: a plain append (no vote change, nothing to cut) is not written to disk on its

@@ -64,6 +64,15 @@ pub trait LogStore: raft::Storage + Send + Sync + 'static {
     /// leader. The stored commit must never fall below the truncation point.
     fn set_commit(&self, commit: u64) -> Result<(), StoreError>;
 
+    /// Write the bulk of `snapshot` (made locally at an applied index) ahead of
+    /// [`LogStore::compact_to_snapshot`], from a thread of its own while the driver goes on: a
+    /// store that can stores the data where nothing reads it until the compaction points at it,
+    /// so the compaction itself is short. The default does nothing (the compaction writes it
+    /// all).
+    fn prepare_snapshot(&self, _snapshot: &Snapshot) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Store `snapshot` (made locally at an applied index) and compact the log: delete entries
     /// with index ≤ the snapshot's index, set the truncation point to the snapshot's (index,
     /// term) and the stored conf state to the snapshot's. A snapshot older than the stored one

@@ -7,7 +7,10 @@
 //! - `trunc` → the truncation point, `index` then `term`, each 8 bytes big-endian;
 //! - `snap` → the latest snapshot's header: its piece count (`u32`), its data's length (`u64`),
 //!   then the `Snapshot` without its data (protobuf); its index is always `trunc`'s;
-//! - `s/<4-byte big-endian n>` → piece `n` of that snapshot's data (`SNAP_PIECE_BYTES` each);
+//! - `s/<8-byte big-endian index><4-byte big-endian n>` → piece `n` of the data of the snapshot
+//!   at `index` (`SNAP_PIECE_BYTES` each). Pieces are written one key at a time before the header
+//!   that points at them (by [`LogStore::prepare_snapshot`] off the driver, or by the compaction
+//!   itself); pieces of any other index are garbage, deleted a few per write.
 //! - `m/<key>` → node metadata bytes.
 //!
 //! Entries are stored a chunk (one Ready's worth) per key, not one per key: sled's cost is per
@@ -63,25 +66,50 @@ const GC_CHUNKS_PER_WRITE: usize = 8;
 /// keys before it splits, so a piece must be small enough that 17 of them stay under 128 KiB.
 const SNAP_PIECE_BYTES: usize = 4 * 1024;
 
-fn snap_piece_key(n: u32) -> [u8; 6] {
-    let mut key = [0u8; 6];
+/// Dead snapshot pieces deleted per write (a 550 KiB snapshot has about 140).
+const GC_PIECES_PER_WRITE: usize = 64;
+
+type PieceKey = [u8; 14];
+
+fn snap_piece_key(index: u64, n: u32) -> PieceKey {
+    let mut key = [0u8; 14];
     key[..2].copy_from_slice(SNAP_PIECE_PREFIX);
-    key[2..].copy_from_slice(&n.to_be_bytes());
+    key[2..10].copy_from_slice(&index.to_be_bytes());
+    key[10..].copy_from_slice(&n.to_be_bytes());
     key
 }
 
-/// Stage storing `snapshot` (header and pieces) in place of a stored one of `old_pieces` pieces;
-/// returns its piece count.
-fn stage_snapshot(w: &mut Writes, snapshot: &Snapshot, old_pieces: u32) -> Result<u32, StoreError> {
+fn piece_key_index(key: &[u8]) -> Result<u64, StoreError> {
+    key.strip_prefix(SNAP_PIECE_PREFIX)
+        .filter(|k| k.len() == 12)
+        .map(|k| u64::from_be_bytes(k[..8].try_into().expect("8 bytes")))
+        .ok_or_else(|| StoreError::Corrupt(format!("bad snapshot piece key {key:?}")))
+}
+
+/// How many pieces `len` bytes of snapshot data take.
+fn piece_count(len: usize) -> u32 {
+    u32::try_from(len.div_ceil(SNAP_PIECE_BYTES)).expect("snapshot piece count fits u32")
+}
+
+/// The keys of the `pieces` pieces of the snapshot at `index`.
+fn piece_keys(index: u64, pieces: u32) -> impl Iterator<Item = PieceKey> {
+    (0..pieces).map(move |n| snap_piece_key(index, n))
+}
+
+/// Write `snapshot`'s data in pieces, one key at a time: no batch, so nothing else waits.
+fn write_pieces(db: &sled::Db, snapshot: &Snapshot) -> Result<(), StoreError> {
+    let index = snapshot.get_metadata().index;
+    for (n, piece) in snapshot.get_data().chunks(SNAP_PIECE_BYTES).enumerate() {
+        let n = u32::try_from(n).expect("snapshot piece count fits u32");
+        db.insert(snap_piece_key(index, n), piece).map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// Stage the header of `snapshot` (whose pieces are written): (index, piece count) it records.
+fn stage_snap_header(w: &mut Writes, snapshot: &Snapshot) -> Result<(u64, u32), StoreError> {
     let data = snapshot.get_data();
-    let mut pieces = 0u32;
-    for piece in data.chunks(SNAP_PIECE_BYTES) {
-        w.insert(snap_piece_key(pieces).to_vec(), piece.to_vec());
-        pieces += 1;
-    }
-    for n in pieces..old_pieces {
-        w.remove(snap_piece_key(n).to_vec());
-    }
+    let pieces = piece_count(data.len());
     let mut meta = Snapshot::default();
     meta.set_metadata(snapshot.get_metadata().clone());
     let mut header = Vec::new();
@@ -89,7 +117,7 @@ fn stage_snapshot(w: &mut Writes, snapshot: &Snapshot, old_pieces: u32) -> Resul
     header.extend_from_slice(&(data.len() as u64).to_be_bytes());
     header.extend_from_slice(&encode(&meta, "snapshot metadata")?);
     w.insert(KEY_SNAP.to_vec(), header);
-    Ok(pieces)
+    Ok((snapshot.get_metadata().index, pieces))
 }
 
 /// A snapshot header: (piece count, data length, the snapshot without its data).
@@ -255,8 +283,8 @@ struct Cache {
     trunc: (u64, u64),
     /// The last entry's index, or `trunc.0` when the log is empty.
     last_index: u64,
-    /// The stored snapshot's piece count, if one is stored (its index is then `trunc.0`).
-    snap_pieces: Option<u32>,
+    /// The stored snapshot's index (then `trunc.0`) and piece count, if one is stored.
+    snap: Option<(u64, u32)>,
 }
 
 impl Cache {
@@ -385,6 +413,34 @@ impl Writes {
 struct Inner {
     cache: Cache,
     log: LogIndex,
+    pieces: PieceGc,
+}
+
+/// Snapshot pieces that are no longer (or not yet) pointed at.
+#[derive(Debug, Default)]
+struct PieceGc {
+    /// Dead pieces, still in the tree, oldest first.
+    garbage: VecDeque<PieceKey>,
+    /// A snapshot whose pieces [`LogStore::prepare_snapshot`] wrote: (index, piece count).
+    prepared: Option<(u64, u32)>,
+}
+
+impl PieceGc {
+    /// Pieces of the snapshot at `index` are about to be written: none of its keys may be
+    /// deleted as garbage (a crash can leave a snapshot's pieces behind, and the node may take
+    /// one at the same index again).
+    fn revive(&mut self, index: u64) {
+        self.garbage
+            .retain(|key| piece_key_index(key).map_or(true, |i| i != index));
+    }
+
+    /// The pieces of snapshot `old` are dead now that `current` is stored (unless it is the
+    /// same one).
+    fn retire(&mut self, old: Option<(u64, u32)>, current: Option<(u64, u32)>) {
+        if let Some((index, pieces)) = old.filter(|o| Some(o.0) != current.map(|c| c.0)) {
+            self.garbage.extend(piece_keys(index, pieces));
+        }
+    }
 }
 
 /// A [`LogStore`] on a sled database, opened with the background flusher off.
@@ -506,11 +562,12 @@ impl SledLogStore {
             return Ok(None);
         };
         let (pieces, len, mut snapshot) = decode_snap_header(&header)?;
+        let index = snapshot.get_metadata().index;
         let mut data = Vec::with_capacity(len);
         for n in 0..pieces {
             let piece = self
                 .db
-                .get(snap_piece_key(n))
+                .get(snap_piece_key(index, n))
                 .map_err(io_err)?
                 .ok_or_else(|| StoreError::Corrupt(format!("snapshot piece {n} missing")))?;
             data.extend_from_slice(&piece);
@@ -584,6 +641,19 @@ fn load(db: &sled::Db, recent_bytes_max: usize) -> Result<Inner, StoreError> {
         log.push(&live);
         last_index = last;
     }
+    let snap = db
+        .get(KEY_SNAP)
+        .map_err(io_err)?
+        .map(|h| decode_snap_header(&h).map(|(pieces, _, m)| (m.get_metadata().index, pieces)))
+        .transpose()?;
+    // Pieces of any other snapshot: replaced, or prepared and never pointed at (a crash).
+    let mut garbage = VecDeque::new();
+    for item in db.scan_prefix(SNAP_PIECE_PREFIX) {
+        let (key, _) = item.map_err(io_err)?;
+        if Some(piece_key_index(&key)?) != snap.map(|(index, _)| index) {
+            garbage.push_back(PieceKey::try_from(&key[..]).expect("checked 14 bytes"));
+        }
+    }
     let hard_state: HardState = get_decoded(db, KEY_HS, "hard state")?.unwrap_or_default();
     let cache = Cache {
         stored_hs: hard_state.clone(),
@@ -591,13 +661,16 @@ fn load(db: &sled::Db, recent_bytes_max: usize) -> Result<Inner, StoreError> {
         conf_state: get_decoded(db, KEY_CS, "conf state")?.unwrap_or_default(),
         trunc,
         last_index,
-        snap_pieces: db
-            .get(KEY_SNAP)
-            .map_err(io_err)?
-            .map(|h| decode_snap_header(&h).map(|(pieces, _, _)| pieces))
-            .transpose()?,
+        snap,
     };
-    Ok(Inner { cache, log })
+    Ok(Inner {
+        cache,
+        log,
+        pieces: PieceGc {
+            garbage,
+            prepared: None,
+        },
+    })
 }
 
 impl raft::Storage for SledLogStore {
@@ -657,7 +730,7 @@ impl raft::Storage for SledLogStore {
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let inner = self.read();
         let c = &inner.cache;
-        if c.snap_pieces.is_none() || c.trunc.0 < request_index {
+        if c.snap.is_none() || c.trunc.0 < request_index {
             return Err(store_err(StorageError::SnapshotTemporarilyUnavailable));
         }
         match self.read_snapshot().map_err(to_raft)? {
@@ -672,6 +745,7 @@ impl LogStore for SledLogStore {
         let mut guard = self.write();
         let inner = &mut *guard;
         let cache = &inner.cache;
+        let cache_snap = cache.snap;
         let mut next = cache.clone();
         // Installing a snapshot or cutting a conflicting suffix (both rare) goes in one batch;
         // everything else is a few single-key writes (see `Writes`).
@@ -696,8 +770,10 @@ impl LogStore for SledLogStore {
             next.last_index = index;
             atomic.insert(KEY_TRUNC.to_vec(), encode_trunc(next.trunc).to_vec());
             atomic.insert(KEY_CS.to_vec(), encode(&next.conf_state, "conf state")?);
-            let old = cache.snap_pieces.unwrap_or(0);
-            next.snap_pieces = Some(stage_snapshot(&mut atomic, s, old)?);
+            // The pieces first, one key at a time: the header in the batch points at them.
+            inner.pieces.revive(index);
+            write_pieces(&self.db, s)?;
+            next.snap = Some(stage_snap_header(&mut atomic, s)?);
         } else {
             check_append(&write.entries, next.first_index(), next.last_index);
         }
@@ -736,6 +812,8 @@ impl LogStore for SledLogStore {
         }
         let collected = inner.log.garbage.len().min(GC_CHUNKS_PER_WRITE);
         let gc = inner.log.garbage.iter().take(collected);
+        let pieces_collected = inner.pieces.garbage.len().min(GC_PIECES_PER_WRITE);
+        let gc_pieces = inner.pieces.garbage.iter().take(pieces_collected);
         if atomic.is_empty() {
             // In log order: the hard state, then the chunk, then the garbage. sled recovers a
             // prefix of its log, so a crash between them leaves a state this node could have
@@ -749,6 +827,9 @@ impl LogStore for SledLogStore {
             for &first in gc {
                 self.db.remove(chunk_key(first)).map_err(io_err)?;
             }
+            for key in gc_pieces {
+                self.db.remove(key).map_err(io_err)?;
+            }
         } else {
             let mut batch = atomic.into_batch();
             if let Some(hs) = hs {
@@ -760,11 +841,18 @@ impl LogStore for SledLogStore {
             for &first in gc {
                 batch.remove(&chunk_key(first)[..]);
             }
+            for key in gc_pieces {
+                batch.remove(&key[..]);
+            }
             self.db.apply_batch(batch).map_err(io_err)?;
         }
         // The tree has it: bring the memory in line.
         inner.log.garbage.drain(..collected);
+        inner.pieces.garbage.drain(..pieces_collected);
         if install.is_some() {
+            inner.pieces.retire(cache_snap, next.snap);
+            let prepared = inner.pieces.prepared.take();
+            inner.pieces.retire(prepared, next.snap);
             let beyond: Vec<u64> = inner
                 .log
                 .chunks
@@ -793,14 +881,41 @@ impl LogStore for SledLogStore {
         Ok(())
     }
 
+    fn prepare_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.write().pieces.revive(snapshot.get_metadata().index);
+        // Without the lock: the driver goes on writing the log meanwhile.
+        write_pieces(&self.db, snapshot)?;
+        let mut inner = self.write();
+        let prepared = (
+            snapshot.get_metadata().index,
+            piece_count(snapshot.get_data().len()),
+        );
+        let current = inner.cache.snap;
+        // Only one is ever prepared at a time; an earlier one never compacted to is dead.
+        let earlier = inner.pieces.prepared.replace(prepared);
+        inner
+            .pieces
+            .retire(earlier.filter(|e| *e != prepared), current);
+        Ok(())
+    }
+
     fn compact_to_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         let mut guard = self.write();
         let inner = &mut *guard;
         let (index, term) = snap_index_term(snapshot);
+        let pieces = piece_count(snapshot.get_data().len());
+        let prepared = inner.pieces.prepared.take();
         if index <= inner.cache.trunc.0 {
+            // A newer snapshot got here first (installed from the leader).
+            inner.pieces.retire(prepared, inner.cache.snap);
             return Ok(());
         }
         check_compact(index, inner.cache.last_index);
+        if prepared != Some((index, pieces)) {
+            inner.pieces.retire(prepared, inner.cache.snap);
+            inner.pieces.revive(index);
+            write_pieces(&self.db, snapshot)?;
+        }
         let mut next = inner.cache.clone();
         let mut writes = Writes::default();
         // Whole chunks only: one that straddles `index` stays until all of it is compacted. The
@@ -817,14 +932,14 @@ impl LogStore for SledLogStore {
         next.conf_state = snap_conf_state(snapshot);
         writes.insert(KEY_TRUNC.to_vec(), encode_trunc(next.trunc).to_vec());
         writes.insert(KEY_CS.to_vec(), encode(&next.conf_state, "conf state")?);
-        let old = inner.cache.snap_pieces.unwrap_or(0);
-        next.snap_pieces = Some(stage_snapshot(&mut writes, snapshot, old)?);
+        next.snap = Some(stage_snap_header(&mut writes, snapshot)?);
         // The snapshot holds applied, hence committed, state.
         next.hard_state.commit = next.hard_state.commit.max(index);
         writes.insert(KEY_HS.to_vec(), encode(&next.hard_state, "hard state")?);
         next.stored_hs = next.hard_state.clone();
         self.db.apply_batch(writes.into_batch()).map_err(io_err)?;
         inner.log.garbage.drain(..collected);
+        inner.pieces.retire(inner.cache.snap, next.snap);
         for first in dead {
             inner.log.chunks.remove(&first);
             inner.log.garbage.push_back(first);
@@ -860,7 +975,7 @@ impl LogStore for SledLogStore {
         Ok(c.hard_state == HardState::default()
             && c.conf_state == ConfState::default()
             && c.last_index == 0
-            && c.snap_pieces.is_none()
+            && c.snap.is_none()
             && c.trunc == (0, 0))
     }
 }
