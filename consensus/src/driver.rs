@@ -156,7 +156,17 @@ fn now_ms() -> u64 {
 
 impl<S: LogStore, M: StateMachine> Driver<S, M> {
     /// Run until shutdown, removal, or a fatal error.
-    pub(crate) async fn run(mut self, mut shutdown: ShutdownSignal) -> Result<(), Fatal> {
+    pub(crate) async fn run(mut self, shutdown: ShutdownSignal) -> Result<(), Fatal> {
+        let result = self.drive(shutdown).await;
+        if let Some(job) = self.snapshot_job.take() {
+            // Let a snapshot writer finish before the store is dropped, however the loop ended
+            // (its pieces are garbage to the next start unless compacted to).
+            let _ = job.thread.join();
+        }
+        result
+    }
+
+    async fn drive(&mut self, mut shutdown: ShutdownSignal) -> Result<(), Fatal> {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         self.publish_status();
@@ -198,10 +208,6 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                 );
                 break;
             }
-        }
-        if let Some(job) = self.snapshot_job.take() {
-            // Its pieces are garbage to the next start unless compacted to; let it finish.
-            let _ = job.thread.join();
         }
         Ok(())
     }

@@ -373,11 +373,12 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
     /// writing it into the store happens on a thread of its own (multi-thread runtimes), and the
     /// log is compacted when that is done ([`Driver::finish_snapshot`]).
     fn maybe_snapshot(&mut self, forced: bool) -> Result<(), Fatal> {
-        if self.snapshot_job.is_some() {
-            if forced {
-                // Taken once the one in flight is done.
-                self.snapshot_wanted.store(true, Ordering::Relaxed);
-            }
+        if forced {
+            // After a membership change: the store must serve a snapshot that includes it before
+            // the change's caller hears back (a node added next must not get an older one), so
+            // this one is written here and now, after any in flight.
+            self.finish_snapshot()?;
+        } else if self.snapshot_job.is_some() {
             return Ok(());
         }
         let due = self.applied >= self.snapshot_index + self.snapshot_threshold_entries;
@@ -404,8 +405,8 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         meta.index = self.applied;
         meta.term = self.raw.raft.raft_log.term(self.applied)?;
         meta.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
-        if self.persister.is_none() {
-            // A current-thread runtime: everything inline, deterministic.
+        if forced || self.persister.is_none() {
+            // Forced, or a current-thread runtime (everything inline, deterministic).
             return self.complete_snapshot(snap, started, serialize);
         }
         let (tx, done) = tokio::sync::oneshot::channel();

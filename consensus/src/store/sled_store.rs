@@ -22,11 +22,11 @@
 //! by their index and collects them the same way. Terms of the live log are kept in memory, and the most recent
 //! entries too, so raft's `term` and its reads of fresh entries touch no disk.
 //!
-//! A plain append is single-key writes in log order (the hard state if term or vote changed, the
-//! chunk, a few garbage deletes): sled recovers a prefix of its log, and every such prefix is a
-//! state the node could have been in. Installing a snapshot, cutting a conflicting suffix and
-//! compacting each go in one atomic `sled::Batch` (rare: a batch makes sled write and sync its log
-//! buffer on its own, see `Writes`). sled's background flusher is off: nothing is durable until
+//! A plain append (no term or vote change, nothing cut) is single-key writes in log order (the
+//! chunk, then a few garbage deletes): sled recovers a prefix of its log, and the garbage is not
+//! part of the log's state, so each call is still atomic. A new term or vote, a snapshot install,
+//! a conflicting suffix cut and a compaction each go in one atomic `sled::Batch` (rare: a batch
+//! makes sled write and sync its log buffer on its own, see `Writes`). sled's background flusher is off: nothing is durable until
 //! [`LogStore::sync`] (or `put_meta`, which flushes itself).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -650,8 +650,14 @@ fn load(db: &sled::Db, recent_bytes_max: usize) -> Result<Inner, StoreError> {
     let mut garbage = VecDeque::new();
     for item in db.scan_prefix(SNAP_PIECE_PREFIX) {
         let (key, _) = item.map_err(io_err)?;
-        if Some(piece_key_index(&key)?) != snap.map(|(index, _)| index) {
-            garbage.push_back(PieceKey::try_from(&key[..]).expect("checked 14 bytes"));
+        let key = PieceKey::try_from(&key[..])
+            .map_err(|_| StoreError::Corrupt(format!("bad snapshot piece key {key:?}")))?;
+        let n = u32::from_be_bytes(key[10..].try_into().expect("4 bytes"));
+        let live = snap.is_some_and(|(index, pieces)| {
+            piece_key_index(&key).is_ok_and(|i| i == index) && n < pieces
+        });
+        if !live {
+            garbage.push_back(key);
         }
     }
     let hard_state: HardState = get_decoded(db, KEY_HS, "hard state")?.unwrap_or_default();
@@ -770,10 +776,14 @@ impl LogStore for SledLogStore {
             next.last_index = index;
             atomic.insert(KEY_TRUNC.to_vec(), encode_trunc(next.trunc).to_vec());
             atomic.insert(KEY_CS.to_vec(), encode(&next.conf_state, "conf state")?);
-            // The pieces first, one key at a time: the header in the batch points at them.
-            inner.pieces.revive(index);
-            write_pieces(&self.db, s)?;
-            next.snap = Some(stage_snap_header(&mut atomic, s)?);
+            if cache.snap.map(|(i, _)| i) != Some(index) {
+                // The pieces first, one key at a time: the header in the batch points at them.
+                inner.pieces.revive(index);
+                write_pieces(&self.db, s)?;
+                next.snap = Some(stage_snap_header(&mut atomic, s)?);
+            }
+            // Else it is the stored snapshot (same index, same state): its pieces stay as they
+            // are, rather than be overwritten one by one under the header that points at them.
         } else {
             check_append(&write.entries, next.first_index(), next.last_index);
         }
@@ -814,13 +824,13 @@ impl LogStore for SledLogStore {
         let gc = inner.log.garbage.iter().take(collected);
         let pieces_collected = inner.pieces.garbage.len().min(GC_PIECES_PER_WRITE);
         let gc_pieces = inner.pieces.garbage.iter().take(pieces_collected);
-        if atomic.is_empty() {
-            // In log order: the hard state, then the chunk, then the garbage. sled recovers a
-            // prefix of its log, so a crash between them leaves a state this node could have
-            // been in (a new term without its entries; entries without the garbage deleted).
-            if let Some(hs) = hs {
-                self.db.insert(KEY_HS, hs).map_err(io_err)?;
-            }
+        if atomic.is_empty() && hs.is_none() {
+            // The chunk, then the garbage: sled recovers a prefix of its log, so a crash between
+            // them leaves the entries written and some garbage not yet deleted, which is what a
+            // later write would have found anyway. A new hard state goes in the batch below with
+            // its entries: its commit may point into them (a follower's commit is capped by the
+            // last entry it got), and a commit beyond the stored log would stop the node from
+            // starting again.
             if let Some((key, value)) = chunk {
                 self.db.insert(key, value).map_err(io_err)?;
             }
