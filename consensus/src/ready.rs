@@ -375,8 +375,8 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
     fn maybe_snapshot(&mut self, forced: bool) -> Result<(), Fatal> {
         if forced {
             // After a membership change: the store must serve a snapshot that includes it before
-            // the change's caller hears back (a node added next must not get an older one), so
-            // this one is written here and now, after any in flight.
+            // the driver takes its next request (a node added next must not get an older one),
+            // so this one is written here and now, after any in flight.
             self.finish_snapshot()?;
         } else if self.snapshot_job.is_some() {
             return Ok(());
