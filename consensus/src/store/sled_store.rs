@@ -19,15 +19,15 @@
 //! whole until every entry in it is compacted; the entries in it at or below the truncation
 //! point are dead and never read. Compaction deletes no chunk itself: it marks the dead ones
 //! garbage, and each later write deletes a few (`GC_CHUNKS_PER_WRITE`); a restart finds any left
-//! by their index and collects them the same way. Terms of the live log are kept in memory, and the most recent
-//! entries too, so raft's `term` and its reads of fresh entries touch no disk.
+//! by their index and collects them the same way. Terms of the live log are kept in memory, and
+//! the most recent entries too, so raft's `term` and its reads of fresh entries touch no disk.
 //!
 //! A plain append (no term or vote change, nothing cut) is single-key writes in log order (the
 //! chunk, then a few garbage deletes): sled recovers a prefix of its log, and the garbage is not
 //! part of the log's state, so each call is still atomic. A new term or vote, a snapshot install,
 //! a conflicting suffix cut and a compaction each go in one atomic `sled::Batch` (rare: a batch
-//! makes sled write and sync its log buffer on its own, see `Writes`). sled's background flusher is off: nothing is durable until
-//! [`LogStore::sync`] (or `put_meta`, which flushes itself).
+//! makes sled write and sync its log buffer on its own, see `Writes`). sled's background flusher
+//! is off: nothing is durable until [`LogStore::sync`] (or `put_meta`, which flushes itself).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -79,10 +79,17 @@ fn snap_piece_key(index: u64, n: u32) -> PieceKey {
     key
 }
 
-fn piece_key_index(key: &[u8]) -> Result<u64, StoreError> {
+/// A piece key's (snapshot index, piece number).
+fn piece_key_parts(key: &[u8]) -> Result<(u64, u32), StoreError> {
     key.strip_prefix(SNAP_PIECE_PREFIX)
         .filter(|k| k.len() == 12)
-        .map(|k| u64::from_be_bytes(k[..8].try_into().expect("8 bytes")))
+        .map(|k| {
+            let (index, n) = k.split_at(8);
+            (
+                u64::from_be_bytes(index.try_into().expect("8 bytes")),
+                u32::from_be_bytes(n.try_into().expect("4 bytes")),
+            )
+        })
         .ok_or_else(|| StoreError::Corrupt(format!("bad snapshot piece key {key:?}")))
 }
 
@@ -362,19 +369,40 @@ impl LogIndex {
             ..Self::default()
         };
     }
+}
 
-    /// Stage deleting up to `GC_CHUNKS_PER_WRITE` garbage chunks; returns how many.
-    fn stage_gc(&self, writes: &mut Writes) -> usize {
-        let n = self.garbage.len().min(GC_CHUNKS_PER_WRITE);
-        for &first in self.garbage.iter().take(n) {
-            writes.remove(chunk_key(first).to_vec());
+/// The garbage one write deletes: up to `GC_CHUNKS_PER_WRITE` chunks and `GC_PIECES_PER_WRITE`
+/// snapshot pieces, oldest first.
+struct Gc {
+    keys: Vec<Vec<u8>>,
+    chunks: usize,
+    pieces: usize,
+}
+
+impl Inner {
+    fn gc(&self) -> Gc {
+        let chunks = self.log.garbage.len().min(GC_CHUNKS_PER_WRITE);
+        let pieces = self.pieces.garbage.len().min(GC_PIECES_PER_WRITE);
+        let keys = (self.log.garbage.iter().take(chunks))
+            .map(|&first| chunk_key(first).to_vec())
+            .chain(self.pieces.garbage.iter().take(pieces).map(|k| k.to_vec()))
+            .collect();
+        Gc {
+            keys,
+            chunks,
+            pieces,
         }
-        n
+    }
+
+    /// The tree no longer holds what `gc` deleted.
+    fn collected(&mut self, gc: &Gc) {
+        self.log.garbage.drain(..gc.chunks);
+        self.pieces.garbage.drain(..gc.pieces);
     }
 }
 
-/// The writes of one `write_ready` that must land together (a snapshot install, a conflicting
-/// suffix cut): they go in one `sled::Batch`.
+/// Writes that must land together (a new term or vote with its entries, a snapshot install, a
+/// conflicting suffix cut, a compaction): they go in one `sled::Batch`.
 ///
 /// Why not every write: each sled batch seals the current log buffer before and after it (sled's
 /// `pin_log`), and a sealed buffer is written and synced on its own. One batch per Ready was
@@ -431,7 +459,7 @@ impl PieceGc {
     /// one at the same index again).
     fn revive(&mut self, index: u64) {
         self.garbage
-            .retain(|key| piece_key_index(key).map_or(true, |i| i != index));
+            .retain(|key| piece_key_parts(key).map_or(true, |(i, _)| i != index));
     }
 
     /// The pieces of snapshot `old` are dead now that `current` is stored (unless it is the
@@ -650,14 +678,9 @@ fn load(db: &sled::Db, recent_bytes_max: usize) -> Result<Inner, StoreError> {
     let mut garbage = VecDeque::new();
     for item in db.scan_prefix(SNAP_PIECE_PREFIX) {
         let (key, _) = item.map_err(io_err)?;
-        let key = PieceKey::try_from(&key[..])
-            .map_err(|_| StoreError::Corrupt(format!("bad snapshot piece key {key:?}")))?;
-        let n = u32::from_be_bytes(key[10..].try_into().expect("4 bytes"));
-        let live = snap.is_some_and(|(index, pieces)| {
-            piece_key_index(&key).is_ok_and(|i| i == index) && n < pieces
-        });
-        if !live {
-            garbage.push_back(key);
+        let (index, n) = piece_key_parts(&key)?;
+        if !snap.is_some_and(|(live, pieces)| index == live && n < pieces) {
+            garbage.push_back(snap_piece_key(index, n));
         }
     }
     let hard_state: HardState = get_decoded(db, KEY_HS, "hard state")?.unwrap_or_default();
@@ -820,10 +843,7 @@ impl LogStore for SledLogStore {
             inner.cache = next;
             return Ok(());
         }
-        let collected = inner.log.garbage.len().min(GC_CHUNKS_PER_WRITE);
-        let gc = inner.log.garbage.iter().take(collected);
-        let pieces_collected = inner.pieces.garbage.len().min(GC_PIECES_PER_WRITE);
-        let gc_pieces = inner.pieces.garbage.iter().take(pieces_collected);
+        let gc = inner.gc();
         if atomic.is_empty() && hs.is_none() {
             // The chunk, then the garbage: sled recovers a prefix of its log, so a crash between
             // them leaves the entries written and some garbage not yet deleted, which is what a
@@ -834,10 +854,7 @@ impl LogStore for SledLogStore {
             if let Some((key, value)) = chunk {
                 self.db.insert(key, value).map_err(io_err)?;
             }
-            for &first in gc {
-                self.db.remove(chunk_key(first)).map_err(io_err)?;
-            }
-            for key in gc_pieces {
+            for key in &gc.keys {
                 self.db.remove(key).map_err(io_err)?;
             }
         } else {
@@ -848,17 +865,13 @@ impl LogStore for SledLogStore {
             if let Some((key, value)) = chunk {
                 batch.insert(&key[..], value);
             }
-            for &first in gc {
-                batch.remove(&chunk_key(first)[..]);
-            }
-            for key in gc_pieces {
+            for key in &gc.keys {
                 batch.remove(&key[..]);
             }
             self.db.apply_batch(batch).map_err(io_err)?;
         }
         // The tree has it: bring the memory in line.
-        inner.log.garbage.drain(..collected);
-        inner.pieces.garbage.drain(..pieces_collected);
+        inner.collected(&gc);
         if install.is_some() {
             inner.pieces.retire(cache_snap, next.snap);
             let prepared = inner.pieces.prepared.take();
@@ -937,7 +950,10 @@ impl LogStore for SledLogStore {
             .take_while(|(_, &last)| last <= index)
             .map(|(&first, _)| first)
             .collect();
-        let collected = inner.log.stage_gc(&mut writes);
+        let gc = inner.gc();
+        for key in &gc.keys {
+            writes.remove(key.clone());
+        }
         next.trunc = (index, term);
         next.conf_state = snap_conf_state(snapshot);
         writes.insert(KEY_TRUNC.to_vec(), encode_trunc(next.trunc).to_vec());
@@ -948,7 +964,7 @@ impl LogStore for SledLogStore {
         writes.insert(KEY_HS.to_vec(), encode(&next.hard_state, "hard state")?);
         next.stored_hs = next.hard_state.clone();
         self.db.apply_batch(writes.into_batch()).map_err(io_err)?;
-        inner.log.garbage.drain(..collected);
+        inner.collected(&gc);
         inner.pieces.retire(inner.cache.snap, next.snap);
         for first in dead {
             inner.log.chunks.remove(&first);
