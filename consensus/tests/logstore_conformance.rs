@@ -714,6 +714,63 @@ fn sled_plain_appends_reach_the_disk_only_at_sync() {
     assert_eq!(read(&s, 1, 51, None), Ok(ents(1..=50, 1)));
 }
 
+/// sled's log file is allocated ahead of the log (`fallocate`; third_party/README.md change 6):
+/// log writes then land in allocated blocks, and a sync commits no new size or blocks. The space
+/// past the log reads as free segments: reopening, over and over while the log grows across
+/// segment boundaries, finds every entry.
+#[test]
+fn sled_log_file_is_allocated_ahead_and_reopens_whole() {
+    use std::os::unix::fs::MetadataExt;
+    const SEGMENT: u64 = 512 * 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_file = dir.path().join("db");
+    let payload = vec![7u8; 4096];
+    let entry = |i: u64| Entry {
+        index: i,
+        term: 1,
+        data: payload.clone().into(),
+        ..Entry::default()
+    };
+    let mut last = 0;
+    for round in 0..4 {
+        let s = SledLogStore::open(dir.path()).expect("open");
+        if round == 0 {
+            s.write_ready(&ReadyWrite {
+                hard_state: Some(hs(1, 1, 0)),
+                ..ReadyWrite::default()
+            })
+            .expect("write");
+        }
+        // About 1.2 MiB a round: the log crosses segment boundaries every round.
+        for _ in 0..300 {
+            last += 1;
+            append(&s, vec![entry(last)]);
+        }
+        s.sync().expect("sync");
+        let meta = std::fs::metadata(&log_file).expect("stat sled's log file");
+        let log_bytes = last * 4096;
+        assert!(
+            meta.len() % SEGMENT == 0 && meta.len() >= log_bytes + SEGMENT,
+            "round {round}: the log file is {} bytes for a log of {log_bytes}: nothing allocated \
+             ahead",
+            meta.len()
+        );
+        assert!(
+            meta.blocks() * 512 >= meta.len(),
+            "round {round}: {} of the file's {} bytes are allocated (a sparse file, not a \
+             preallocated one)",
+            meta.blocks() * 512,
+            meta.len()
+        );
+        let got = read(&s, 1, last + 1, None).expect("read back");
+        assert_eq!(got.len() as u64, last, "round {round}");
+        assert!(got
+            .iter()
+            .zip(1..)
+            .all(|(e, i)| e.index == i && e.data == payload));
+    }
+}
+
 #[test]
 fn sled_reopen_empty() {
     let dir = tempfile::tempdir().expect("tempdir");
