@@ -96,8 +96,10 @@ pub(crate) struct SegmentAccountant {
     segment_cleaner: SegmentCleaner,
     ordering: BTreeMap<Lsn, LogOffset>,
     async_truncations: BTreeMap<LogOffset, OneShot<Result<()>>>,
-    // nines: the file is allocated up to here (see `preallocate`).
+    // nines: the file is allocated up to here (see `preallocate`), unless
+    // preallocation failed once and is off.
     preallocated_to: LogOffset,
+    preallocate_off: bool,
 }
 
 /// nines: segments allocated in the file ahead of the tip, in one `fallocate`.
@@ -491,6 +493,7 @@ impl SegmentAccountant {
             ordering: BTreeMap::default(),
             async_truncations: BTreeMap::default(),
             preallocated_to: 0,
+            preallocate_off: false,
         };
 
         ret.initialize_from_snapshot(snapshot)?;
@@ -1009,23 +1012,25 @@ impl SegmentAccountant {
     }
 
     /// nines: make sure the segment at `lid` (a new one at the end of the
-    /// file) lies in blocks already allocated, allocating the next
-    /// `PREALLOCATE_SEGMENTS` segments at once when it does not.
+    /// file) lies in blocks already allocated, allocating it and the
+    /// `PREALLOCATE_SEGMENTS - 1` segments after it at once when it does not.
     ///
     /// Log writes at the end of the file grow it, so every `fdatasync` that
     /// follows one has to commit the new size and blocks through the
     /// filesystem's journal as well as the data: on ext4 here about 180 us
-    /// against 120 us for a write into allocated space. `fallocate` (mode 0)
-    /// allocates the blocks and sets the size without writing data; the
-    /// allocated range reads as zeros, which is exactly how this crate marks
-    /// a free segment (`MessageKind::Corrupted` is 0), so recovery treats
-    /// the segments past the tip as free ones, as it does any other. It
-    /// never changes bytes already in the file. A failure (a filesystem
-    /// without `fallocate`, a full disk) is only logged: the log write that
+    /// against 120 us for a write into allocated space (the first write into
+    /// an allocated block still journals its extent turning "written").
+    /// `fallocate` (mode 0) allocates the blocks and sets the size without
+    /// writing data; the allocated range reads as zeros, which is exactly how
+    /// this crate marks a free segment (`MessageKind::Corrupted` is 0), so
+    /// recovery treats the segments past the tip as free ones, as it does any
+    /// other. It never changes bytes already in the file. A failure (a
+    /// filesystem without `fallocate`, a full disk, an offset `off_t` cannot
+    /// hold) is logged once and turns preallocation off: the log write that
     /// follows extends the file as before, or fails and reports it.
     fn preallocate(&mut self, lid: LogOffset) {
         let segment_size = self.config.segment_size as LogOffset;
-        if lid + segment_size <= self.preallocated_to {
+        if self.preallocate_off || lid + segment_size <= self.preallocated_to {
             return;
         }
         let len = PREALLOCATE_SEGMENTS * segment_size;
@@ -1033,24 +1038,33 @@ impl SegmentAccountant {
         {
             use std::os::unix::io::AsRawFd;
             let fd = self.config.file.as_raw_fd();
-            #[allow(unsafe_code)]
-            let ret = unsafe {
-                libc::fallocate(
-                    fd,
-                    0,
-                    libc::off_t::try_from(lid).unwrap(),
-                    libc::off_t::try_from(len).unwrap(),
-                )
+            let result = match (
+                libc::off_t::try_from(lid),
+                libc::off_t::try_from(lid + len),
+            ) {
+                (Ok(offset), Ok(_)) => {
+                    #[allow(unsafe_code)]
+                    let ret = unsafe {
+                        libc::fallocate(fd, 0, offset, len as libc::off_t)
+                    };
+                    if ret == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error().to_string())
+                    }
+                }
+                _ => Err("offset beyond off_t".to_string()),
             };
-            if ret == 0 {
-                self.preallocated_to = lid + len;
-            } else {
-                debug!(
-                    "fallocate of {} bytes at {} failed: {}",
-                    len,
-                    lid,
-                    std::io::Error::last_os_error()
-                );
+            match result {
+                Ok(()) => self.preallocated_to = lid + len,
+                Err(e) => {
+                    warn!(
+                        "cannot preallocate the log file ({} bytes at {}): {}; \
+                         the log grows the file as it goes",
+                        len, lid, e
+                    );
+                    self.preallocate_off = true;
+                }
             }
         }
         #[cfg(not(target_os = "linux"))]
