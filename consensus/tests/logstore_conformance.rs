@@ -753,7 +753,7 @@ fn sled_log_file_is_allocated_ahead_and_reopens_whole() {
         // Without preallocation the file ends where the last write ended, inside a segment.
         let log_bytes = last * 4096;
         assert!(
-            len % SEGMENT == 0 && len >= log_bytes,
+            len.is_multiple_of(SEGMENT) && len >= log_bytes,
             "round {round}: the log file is {len} bytes for a log of {log_bytes}: nothing \
              allocated ahead"
         );
