@@ -55,6 +55,8 @@ pub(crate) struct Driver<S: LogStore, M: StateMachine> {
     pub(crate) status: watch::Sender<NodeStatus>,
     /// Proposals in the log awaiting apply: index → (term proposed in, reply).
     pub(crate) pending: HashMap<u64, (u64, ProposeReply)>,
+    /// Answers to applied proposals, sent at the end of the driver's turn.
+    pub(crate) answers: Vec<(ProposeReply, Result<Vec<u8>, ProposeError>)>,
     /// Reads waiting for their ReadIndex answer, by request context.
     pub(crate) reads_waiting: HashMap<Vec<u8>, PendingRead<M>>,
     /// Reads whose ReadIndex is known, waiting for apply to reach it.

@@ -133,6 +133,7 @@ pub fn start<S: LogStore, M: StateMachine>(
         net: net_rx,
         status: status_tx,
         pending: HashMap::new(),
+        answers: Vec::new(),
         reads_waiting: HashMap::new(),
         reads_ready: Default::default(),
         read_seq: rand::random::<u64>() >> 1,

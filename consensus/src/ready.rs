@@ -32,6 +32,14 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
     /// messages → hold the persisted messages until the sync covers this Ready → apply → advance.
     /// Loops until raft has nothing more, including what a finished sync made possible.
     pub(crate) fn handle_ready(&mut self) -> Result<(), Fatal> {
+        let result = self.ready_turn();
+        // Also when the turn failed: an entry applied before the failure was committed, and its
+        // caller is owed the answer.
+        self.send_answers();
+        result
+    }
+
+    fn ready_turn(&mut self) -> Result<(), Fatal> {
         let mut changed = self.on_synced()?;
         loop {
             while self.raw.has_ready() {
@@ -347,6 +355,16 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                     "the entry was replaced by another leader's".into(),
                 ))
             };
+            self.answers.push((reply, result));
+        }
+    }
+
+    /// Send the answers of the entries applied in this turn, the driver's last wake-ups before
+    /// it yields: the task woken last runs first on this thread (tokio's LIFO slot), so a caller
+    /// answered here no longer waits behind the peer senders and status watchers this turn woke
+    /// (about 40 µs of a sequential write).
+    fn send_answers(&mut self) {
+        for (reply, result) in self.answers.drain(..) {
             let _ = reply.send(result);
         }
     }
