@@ -178,7 +178,10 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                 biased;
                 _ = shutdown.wait() => break,
                 _ = synced(waker.clone()) => {}
-                _ = snapshot_written(&mut self.snapshot_job) => self.finish_snapshot()?,
+                _ = snapshot_written(&mut self.snapshot_job) => {
+                    self.finish_snapshot()?;
+                    self.publish_status();
+                }
                 _ = ticker.tick() => {
                     self.raw.tick();
                     self.on_tick();

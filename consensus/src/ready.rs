@@ -66,8 +66,11 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
             // Before a snapshot, which may take the driver a while (the status is published
             // first: a caller answered sees its entry applied there).
             self.send_answers();
+            let snapshot_index = self.snapshot_index;
             self.maybe_snapshot(wanted)?;
-            self.publish_status();
+            if self.snapshot_index != snapshot_index {
+                self.publish_status();
+            }
         }
         Ok(())
     }
