@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use nines_ckpt::CkptService;
 use nines_consensus::{
-    start, Fatal, GrpcTransport, NodeConfig, PeerInfo, PeerService, Proposer, ReadMode,
+    start, Fatal, GrpcTransport, NodeConfig, PeerInfo, PeerPort, PeerService, Proposer, ReadMode,
     SledLogStore,
 };
 use nines_core::{
@@ -26,7 +26,6 @@ use nines_proto::{
     status_from_ais,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -126,7 +125,9 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         "agent started"
     );
 
-    let peer = RaftPeerServer::new(PeerService::new(proposer.clone(), cfg.cluster.clone()))
+    let peer_service = PeerService::new(proposer.clone(), cfg.cluster.clone());
+    let incoming = PeerPort::incoming(listener, peer_service.clone());
+    let peer = RaftPeerServer::new(peer_service)
         .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
     let cluster = ClusterServer::new(ClusterService {
@@ -255,7 +256,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         .add_service(tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health_reporter),
         ))
-        .serve_with_incoming_shutdown(incoming(listener), async move { drain.wait().await });
+        .serve_with_incoming_shutdown(incoming, async move { drain.wait().await });
     let mut server = tokio::spawn(serve);
     let mut driver = started.driver;
     let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
@@ -353,20 +354,6 @@ fn start_director(
         views,
         fence_done,
     )
-}
-
-/// Accepted connections with Nagle's algorithm off: every raft round trip is a small message, and
-/// Nagle plus delayed ACKs would add milliseconds to each. (The builder's `tcp_nodelay` applies
-/// only to listeners it creates itself.)
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
 }
 
 /// `nines.cluster.v1.Cluster`.

@@ -12,7 +12,8 @@
 //! 3. Everyone else talks to the node through its [`Proposer`]: `propose` (forwarded to the
 //!    leader when needed, answered once committed on a quorum and applied), `read` (ReadIndex or
 //!    stale), `add_voter` / `remove_member`, `status`.
-//! 4. Serve [`PeerService`] on the node's gRPC port so peers can reach it.
+//! 4. Serve [`PeerService`] on the node's peer port so peers can reach it: accept through
+//!    [`PeerPort::incoming`], which serves raft links itself and hands the rest to tonic.
 //!
 //! Any storage error or state-machine corruption ends the driver with [`Fatal`]; the node must
 //! stop, never acknowledge.
@@ -48,5 +49,5 @@ pub use status::{NodeStatus, Role};
 pub use store::{LogStore, MemLogStore, ReadyWrite, SledLogStore, StoreError};
 pub use transport::{
     BoxFuture, ForwardHandler, ForwardKind, GrpcTransport, InProcessNetwork, InProcessTransport,
-    PeerService, Transport,
+    PeerPort, PeerService, Transport,
 };

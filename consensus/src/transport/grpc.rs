@@ -1,5 +1,6 @@
-//! The gRPC peer transport: one sender task per peer, batching, reconnect with backoff, and a
-//! deadline on every RPC.
+//! The peer transport of real agents: raft messages on a raft link per peer (`link.rs`),
+//! snapshots and forwarded requests by gRPC; one sender task per peer, batching, reconnect with
+//! backoff, and a deadline on every call.
 
 use std::{
     collections::HashMap,
@@ -16,7 +17,10 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
 
-use super::{BoxFuture, ForwardKind, Transport};
+use super::{
+    link::{encode_frame, Link},
+    BoxFuture, ForwardKind, Transport,
+};
 use crate::{Mailbox, Members, ProposeError};
 
 /// First pause after a failed send to a peer; doubles up to `PEER_BACKOFF_MAX_MS`.
@@ -117,7 +121,7 @@ impl Transport for GrpcTransport {
                 client: client(channel.clone()),
                 header: header.clone(),
                 mailbox: mailbox.clone(),
-                stream: None,
+                link: None,
             };
             let task = tokio::spawn(sender.run(rx));
             st.peers.insert(
@@ -205,21 +209,6 @@ fn is_connect_error(s: &tonic::Status) -> bool {
 /// Largest sum of encoded message sizes in one batch; a snapshot always travels alone.
 const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 
-/// Batches queued on an open stream before the sender waits.
-const STREAM_QUEUE_LEN: usize = 64;
-
-/// An open `Stream` call to a peer: batches go into `tx`; `call` ends when the stream fails.
-struct OpenStream {
-    tx: mpsc::Sender<MessageBatch>,
-    call: JoinHandle<Result<(), tonic::Status>>,
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.call.abort();
-    }
-}
-
 /// The task that owns one peer's queue.
 struct PeerSender {
     to: NodeId,
@@ -227,7 +216,7 @@ struct PeerSender {
     client: RaftPeerClient<Channel>,
     header: PeerHeader,
     mailbox: Mailbox,
-    stream: Option<OpenStream>,
+    link: Option<Link>,
 }
 
 impl PeerSender {
@@ -300,8 +289,8 @@ impl PeerSender {
         }
     }
 
-    /// Send one batch: snapshots by a unary call whose answer confirms delivery, everything else
-    /// on the long-lived stream (no round trip per batch).
+    /// Send one batch: snapshots by a unary gRPC call whose answer confirms delivery, everything
+    /// else on the raft link (no round trip per batch).
     async fn send(&mut self, batch: Vec<Message>, has_snapshot: bool) -> Result<(), tonic::Status> {
         let messages = batch
             .iter()
@@ -313,50 +302,53 @@ impl PeerSender {
             messages,
         };
         if !has_snapshot {
-            return self.send_streamed(batch).await;
+            return self.send_linked(batch).await;
         }
         let mut req = tonic::Request::new(batch);
         req.set_timeout(Duration::from_millis(limits::SNAPSHOT_RPC_TIMEOUT_MS));
         self.client.send(req).await.map(|_| ())
     }
 
-    async fn send_streamed(&mut self, batch: MessageBatch) -> Result<(), tonic::Status> {
-        if let Some(open) = self.stream.take_if(|s| s.call.is_finished()) {
-            return Err(stream_end(open).await);
+    /// Send on the raft link, opening it first if needed.
+    async fn send_linked(&mut self, batch: MessageBatch) -> Result<(), tonic::Status> {
+        let mut frame = Vec::new();
+        encode_frame(&batch, &mut frame).map_err(tonic::Status::invalid_argument)?;
+        if let Some(link) = self.link.take_if(|l| l.is_closed()) {
+            return Err(tonic::Status::unavailable(
+                link.reason().unwrap_or_default(),
+            ));
         }
-        let open = self.stream.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(STREAM_QUEUE_LEN);
-            let mut client = self.client.clone();
-            let call = tokio::spawn(async move {
-                client
-                    .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-                    .await
-                    .map(|_| ())
-            });
-            OpenStream { tx, call }
-        });
         let timeout = Duration::from_millis(limits::PEER_RPC_TIMEOUT_MS);
-        match tokio::time::timeout(timeout, open.tx.send(batch)).await {
+        let link = match &mut self.link {
+            Some(link) => link,
+            None => match tokio::time::timeout(timeout, Link::connect(&self.addr)).await {
+                Ok(Ok(link)) => self.link.insert(link),
+                Ok(Err(e)) => {
+                    return Err(tonic::Status::unavailable(format!(
+                        "cannot connect to {}: {e}",
+                        self.addr
+                    )))
+                }
+                Err(_) => {
+                    return Err(tonic::Status::deadline_exceeded(format!(
+                        "no connection to {} within {timeout:?}",
+                        self.addr
+                    )))
+                }
+            },
+        };
+        match tokio::time::timeout(timeout, link.write_all(&frame)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => {
-                let open = self.stream.take().expect("stream is open");
-                Err(stream_end(open).await)
+            Ok(Err(reason)) => {
+                self.link = None;
+                Err(tonic::Status::unavailable(reason))
             }
             Err(_) => {
-                self.stream = None;
+                self.link = None;
                 Err(tonic::Status::deadline_exceeded(
-                    "the peer stopped reading its stream",
+                    "the peer stopped reading its raft link",
                 ))
             }
         }
-    }
-}
-
-/// Why a stream call ended.
-async fn stream_end(mut open: OpenStream) -> tonic::Status {
-    match (&mut open.call).await {
-        Ok(Err(status)) => status,
-        Ok(Ok(())) => tonic::Status::unavailable("the peer closed the stream"),
-        Err(e) => tonic::Status::unavailable(format!("stream task failed: {e}")),
     }
 }

@@ -5,10 +5,12 @@
 
 mod grpc;
 mod inproc;
+mod link;
 mod service;
 
 pub use grpc::GrpcTransport;
 pub use inproc::{InProcessNetwork, InProcessTransport};
+pub use link::PeerPort;
 pub use service::PeerService;
 
 use std::{future::Future, pin::Pin, time::Duration};

@@ -24,6 +24,15 @@ pub struct PeerService<M: StateMachine> {
     cluster: String,
 }
 
+impl<M: StateMachine> Clone for PeerService<M> {
+    fn clone(&self) -> Self {
+        Self {
+            proposer: self.proposer.clone(),
+            cluster: self.cluster.clone(),
+        }
+    }
+}
+
 impl<M: StateMachine> PeerService<M> {
     /// The service for the node behind `proposer`, in `cluster`.
     pub fn new(proposer: Proposer<M>, cluster: impl Into<String>) -> Self {
@@ -34,7 +43,7 @@ impl<M: StateMachine> PeerService<M> {
     }
 
     /// Authenticate a batch, decode it, and hand it to the driver.
-    fn deliver(&self, batch: MessageBatch) -> Result<(), Status> {
+    pub(super) fn deliver(&self, batch: MessageBatch) -> Result<(), Status> {
         self.check(batch.header.as_ref())?;
         if batch.to != self.proposer.id() {
             return Err(Status::failed_precondition(format!(

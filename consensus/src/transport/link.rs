@@ -1,0 +1,310 @@
+//! The raft link: a peer's raft message batches over a plain TCP connection to the peer port,
+//! each batch a length-prefixed `nines.raft.v1.MessageBatch`, with no HTTP/2 in between.
+//!
+//! Why: on the write path a batch crossed four tasks per hop over a gRPC stream (the peer
+//! sender, hyper's body pipe and connection task on one side, the connection and stream tasks on
+//! the other); every hand-off is a thread wake-up. Over the link it crosses two: the peer sender
+//! writes the socket, and the receiving link task reads it and hands the batch to the driver.
+//!
+//! Wire, one connection per direction and peer:
+//! - the connecting node writes [`MAGIC`], then frames: a 4-byte big-endian length and that many
+//!   bytes of one encoded `MessageBatch` (header and `to` in every batch, checked like the gRPC
+//!   calls' before any raft bytes are decoded);
+//! - the accepting node writes nothing while it accepts; when it refuses a batch (another cluster,
+//!   a non-member, a bad frame) it writes one frame holding the reason in UTF-8 and closes, so
+//!   the sender can log why.
+//!
+//! The peer port serves both: [`PeerPort`] looks at a new connection's first byte, hands links to
+//! [`serve_link`] and everything else (HTTP/2 starts with `P`) to the gRPC server.
+
+use std::{
+    io,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use nines_core::limits;
+use nines_proto::raft::v1::MessageBatch;
+use prost::Message as _;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpListener, TcpStream,
+    },
+    sync::{mpsc, watch, Notify},
+    task::AbortHandle,
+};
+
+use super::PeerService;
+use crate::StateMachine;
+
+/// What a raft link's connection starts with. Its first byte tells it from HTTP/2's preface.
+pub(crate) const MAGIC: &[u8; 8] = b"NINESRL1";
+
+/// Largest frame either side accepts.
+const FRAME_BYTES_MAX: usize = limits::GRPC_MESSAGE_BYTES_MAX;
+
+/// How long an accepted connection may stay silent before it is handed to the gRPC server as is.
+const CLASSIFY_TIMEOUT_MS: u64 = limits::PEER_RPC_TIMEOUT_MS;
+
+/// Read buffer of one link's receiving side.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Longest refusal reason sent (and read).
+const REASON_BYTES_MAX: usize = 1024;
+
+/// How long a failed write waits for the peer's reason before it reports the write error.
+const REASON_WAIT_MS: u64 = 100;
+
+/// The sending side of one open link, owned by the peer's sender task.
+pub(crate) struct Link {
+    writer: OwnedWriteHalf,
+    /// Why the link is unusable (the peer's refusal, its close, or a read error), once it is.
+    closed: Arc<Closed>,
+    reader: AbortHandle,
+}
+
+#[derive(Default)]
+struct Closed {
+    reason: OnceLock<String>,
+    notify: Notify,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Link {
+    /// Connect to the peer port at `addr` and announce a link.
+    pub(crate) async fn connect(addr: &str) -> io::Result<Self> {
+        let conn = TcpStream::connect(addr).await?;
+        conn.set_nodelay(true)?;
+        let (reader, mut writer) = conn.into_split();
+        writer.write_all(MAGIC).await?;
+        let closed = Arc::new(Closed::default());
+        let reader = tokio::spawn(read_refusal(reader, closed.clone())).abort_handle();
+        Ok(Self {
+            writer,
+            closed,
+            reader,
+        })
+    }
+
+    /// Whether the peer refused or closed the link.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.reason.get().is_some()
+    }
+
+    /// Why the link closed, if it did.
+    pub(crate) fn reason(&self) -> Option<String> {
+        self.closed.reason.get().cloned()
+    }
+
+    /// Write all of `buf`; on error the link is unusable and the error says why.
+    pub(crate) async fn write_all(&mut self, buf: &[u8]) -> Result<(), String> {
+        match self.writer.write_all(buf).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.failure(e).await),
+        }
+    }
+
+    /// Why a write failed: a refusal arrives just before the connection closes, so it is
+    /// preferred to the write error when it comes soon.
+    async fn failure(&self, e: io::Error) -> String {
+        let wait = Duration::from_millis(REASON_WAIT_MS);
+        let _ = tokio::time::timeout(wait, async {
+            while !self.is_closed() {
+                self.closed.notify.notified().await;
+            }
+        })
+        .await;
+        self.reason()
+            .unwrap_or_else(|| format!("link write failed: {e}"))
+    }
+}
+
+/// Append one frame holding `batch` to `buf`.
+pub(crate) fn encode_frame(batch: &MessageBatch, buf: &mut Vec<u8>) -> Result<(), String> {
+    let len = batch.encoded_len();
+    if len > FRAME_BYTES_MAX {
+        return Err(format!(
+            "a batch of {len} bytes exceeds the link's {FRAME_BYTES_MAX}"
+        ));
+    }
+    buf.reserve(4 + len);
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
+    batch
+        .encode(buf)
+        .expect("the buffer has room for the batch");
+    Ok(())
+}
+
+/// The sending side's reader: the peer only ever writes a refusal.
+async fn read_refusal(mut reader: OwnedReadHalf, closed: Arc<Closed>) {
+    let reason = match read_frame(&mut reader, REASON_BYTES_MAX).await {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        Ok(None) => "the peer closed the link".into(),
+        Err(e) => format!("link read failed: {e}"),
+    };
+    let _ = closed.reason.set(reason);
+    closed.notify.notify_one();
+}
+
+/// One frame, or `None` at a clean end of stream before it.
+async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R, max: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes exceeds the limit of {max}"),
+        ));
+    }
+    // Grows with what arrives: a length alone does not make the receiver allocate it.
+    let mut bytes = Vec::with_capacity(len.min(READ_BUFFER_BYTES));
+    r.take(len as u64).read_to_end(&mut bytes).await?;
+    if bytes.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(Some(bytes))
+}
+
+/// Serve one accepted link until it ends, `stop` fires, or a batch is refused.
+pub(crate) async fn serve_link<M: StateMachine>(
+    service: Arc<PeerService<M>>,
+    conn: TcpStream,
+    mut stop: watch::Receiver<()>,
+) {
+    let peer = conn.peer_addr().ok();
+    let (reader, mut writer) = conn.into_split();
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
+    let refusal = tokio::select! {
+        r = receive(&service, &mut reader) => r,
+        _ = stop.changed() => return,
+    };
+    let Some(mut reason) = refusal else { return };
+    tracing::debug!(?peer, "raft link refused: {reason}");
+    truncate(&mut reason, REASON_BYTES_MAX);
+    let mut frame = (reason.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(reason.as_bytes());
+    let _ = writer.write_all(&frame).await;
+    let _ = writer.shutdown().await;
+}
+
+/// Cut `s` to at most `max` bytes, on a character boundary.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// Deliver the link's batches; `Some(reason)` when one is refused, `None` when the peer closed.
+async fn receive<M: StateMachine>(
+    service: &PeerService<M>,
+    reader: &mut BufReader<OwnedReadHalf>,
+) -> Option<String> {
+    let mut magic = [0u8; MAGIC.len()];
+    if reader.read_exact(&mut magic).await.is_err() {
+        return None;
+    }
+    if &magic != MAGIC {
+        return Some("not a nines raft link (bad magic)".into());
+    }
+    loop {
+        let bytes = match read_frame(reader, FRAME_BYTES_MAX).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Some(e.to_string()),
+            Err(_) => return None,
+        };
+        let batch = match MessageBatch::decode(bytes.as_slice()) {
+            Ok(b) => b,
+            Err(e) => return Some(format!("undecodable message batch: {e}")),
+        };
+        if let Err(status) = service.deliver(batch) {
+            return Some(status.message().to_owned());
+        }
+    }
+}
+
+/// The peer port: accepts connections, serves raft links itself and yields the rest to the gRPC
+/// server through [`PeerPort::incoming`].
+pub struct PeerPort;
+
+impl PeerPort {
+    /// Accept on `listener`. Raft links go to `service`; every other connection (with Nagle's
+    /// algorithm off) comes out of the returned stream, to pass to tonic's
+    /// `serve_with_incoming`. Dropping the stream (the gRPC server ended) stops the accept loop
+    /// and closes the links.
+    pub fn incoming<M: StateMachine>(
+        listener: TcpListener,
+        service: PeerService<M>,
+    ) -> impl tokio_stream::Stream<Item = io::Result<TcpStream>> + Send + 'static {
+        let (tx, rx) = mpsc::channel::<io::Result<TcpStream>>(64);
+        tokio::spawn(accept_loop(listener, Arc::new(service), tx));
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+async fn accept_loop<M: StateMachine>(
+    listener: TcpListener,
+    service: Arc<PeerService<M>>,
+    tx: mpsc::Sender<io::Result<TcpStream>>,
+) {
+    // Dropped when this loop ends: every link's `stop` fires.
+    let (_stop_all, stop) = watch::channel(());
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = tx.closed() => return,
+        };
+        let conn = match accepted {
+            Ok((c, _)) => c,
+            Err(e) => {
+                // tonic logs and goes on after an accept error; so do we, after a pause, so that
+                // running out of file descriptors does not spin.
+                tracing::warn!("peer port accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Nagle off: every raft round trip is a small message, and Nagle plus delayed ACKs would
+        // add milliseconds to each. (tonic's `tcp_nodelay` covers only listeners it makes.)
+        if let Err(e) = conn.set_nodelay(true) {
+            tracing::debug!("dropped a peer connection: {e}");
+            continue;
+        }
+        let service = service.clone();
+        let tx = tx.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if is_link(&conn).await {
+                serve_link(service, conn, stop).await;
+            } else {
+                let _ = tx.send(Ok(conn)).await;
+            }
+        });
+    }
+}
+
+/// Whether `conn` starts with the link's first byte (waits for it, bounded).
+async fn is_link(conn: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    let wait = Duration::from_millis(CLASSIFY_TIMEOUT_MS);
+    matches!(
+        tokio::time::timeout(wait, conn.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == MAGIC[0]
+    )
+}
