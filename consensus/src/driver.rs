@@ -2,14 +2,14 @@
 //! RAFT-NOTES.md §1 spells out, applies committed entries and answers proposals and reads.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap},
     sync::{atomic::AtomicBool, Arc},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use nines_core::{limits, shutdown::ShutdownSignal, NodeId};
 use raft::{
-    eraftpb::{ConfChange, ConfChangeType, Message},
+    eraftpb::{ConfChange, ConfChangeType},
     RawNode, SnapshotStatus, StateRole,
 };
 use tokio::{
@@ -30,14 +30,6 @@ pub(crate) struct PendingRead<M> {
     pub(crate) deadline: Instant,
     pub(crate) issued_at: Instant,
     pub(crate) read: ReadFn<M>,
-}
-
-/// One Ready's persisted messages (votes, append acks), waiting for the sync that covers it.
-pub(crate) struct Held {
-    pub(crate) number: u64,
-    pub(crate) msgs: Vec<Message>,
-    /// False for a Ready that wrote nothing needing a sync: it only keeps its place in line.
-    pub(crate) needs_sync: bool,
 }
 
 /// The single owner of one Raft node.
@@ -71,8 +63,6 @@ pub(crate) struct Driver<S: LogStore, M: StateMachine> {
     /// The sync thread (group commit), on a multi-thread runtime; without one the driver syncs
     /// each Ready itself.
     pub(crate) persister: Option<Persister>,
-    /// Persisted messages waiting for their sync, in Ready order.
-    pub(crate) held: VecDeque<Held>,
     /// The highest Ready number reported to raft as persisted.
     pub(crate) synced_reported: u64,
     /// The highest Ready number the driver synced itself (no sync thread).

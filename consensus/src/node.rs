@@ -116,7 +116,7 @@ pub fn start<S: LogStore, M: StateMachine>(
     // runtime (simulations, paused-clock tests) the driver syncs each Ready itself.
     let persister = match tokio::runtime::Handle::current().runtime_flavor() {
         tokio::runtime::RuntimeFlavor::MultiThread => {
-            Some(Persister::start(cfg.id, store.clone())?)
+            Some(Persister::start(cfg.id, store.clone(), transport.clone())?)
         }
         _ => None,
     };
@@ -142,7 +142,6 @@ pub fn start<S: LogStore, M: StateMachine>(
         removed: false,
         snapshot_wanted,
         persister,
-        held: Default::default(),
         synced_reported: 0,
         synced_inline: 0,
         snapshot_bufs: crate::driver::SnapshotBufs::warm(),

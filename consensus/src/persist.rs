@@ -2,14 +2,17 @@
 //! messages and taking proposals while the disk works, and one fsync covers every `Ready` written
 //! before it began.
 //!
-//! The driver writes each `Ready` into the store (readable at once, not yet durable), asks for
-//! its number to be made durable, and holds that Ready's persisted messages (votes, append acks).
-//! This thread syncs the highest number asked for, publishes it as durable and wakes the driver,
-//! which then tells raft (`on_persist_ready`) and sends the held messages. A leader's appends go
-//! out before its own fsync (thesis 10.2.1); its own vote in the commit quorum counts only once
-//! this thread has synced.
+//! The driver writes each `Ready` into the store (readable at once, not yet durable), and hands
+//! this thread the Ready's number with its persisted messages (votes, append acks) to hold.
+//! This thread syncs the highest number asked for, sends the messages that sync released, in
+//! order, publishes the number as durable and wakes the driver, which then tells raft
+//! (`on_persist_ready`). Sending here, not from the driver, keeps a wake-up of the driver off
+//! every follower's ack (design.md, "Where the time goes"). A leader's appends go out before its
+//! own fsync (thesis 10.2.1); its own vote in the commit quorum counts only once this thread has
+//! synced.
 
 use std::{
+    collections::VecDeque,
     sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
     thread::JoinHandle,
     time::Instant,
@@ -18,9 +21,19 @@ use std::{
 use nines_core::NodeId;
 use tokio::sync::Notify;
 
-use crate::{Fatal, LogStore, StoreError};
+use raft::eraftpb::Message;
 
-#[derive(Debug, Default)]
+use crate::{Fatal, LogStore, StoreError, Transport};
+
+/// One Ready's persisted messages (votes, append acks), waiting for the sync that covers it.
+pub(crate) struct Held {
+    pub(crate) number: u64,
+    pub(crate) msgs: Vec<Message>,
+    /// False for a Ready that wrote nothing needing a sync: it only keeps its place in line.
+    pub(crate) needs_sync: bool,
+}
+
+#[derive(Default)]
 struct State {
     /// Highest Ready number written and asked to be made durable.
     requested: u64,
@@ -29,6 +42,8 @@ struct State {
     /// The sync that failed: the node must stop.
     failed: Option<StoreError>,
     stop: bool,
+    /// Persisted messages waiting for their Ready to be durable, in Ready order.
+    held: VecDeque<Held>,
 }
 
 struct Shared {
@@ -37,11 +52,28 @@ struct Shared {
     work: Condvar,
     /// Wakes the driver when `durable` moved (or the sync failed).
     done: Notify,
+    transport: Arc<dyn Transport>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Send what is held up to `durable` (and the sync-free Readys queued behind it). Called with
+    /// the lock held, so nothing the driver sends later can overtake it.
+    fn release(&self, st: &mut State) {
+        let mut out = Vec::new();
+        while st
+            .held
+            .front()
+            .is_some_and(|h| !h.needs_sync || h.number <= st.durable)
+        {
+            out.extend(st.held.pop_front().expect("front exists").msgs);
+        }
+        if !out.is_empty() {
+            self.transport.send(out);
+        }
     }
 }
 
@@ -63,18 +95,28 @@ impl PersistWaker {
 }
 
 impl Persister {
-    /// Start node `node`'s sync thread over `store`.
-    pub(crate) fn start<S: LogStore>(node: NodeId, store: Arc<S>) -> Result<Self, Fatal> {
+    /// Start node `node`'s sync thread over `store`, sending released messages on `transport`.
+    /// Must be called on a tokio runtime (the transport may spawn tasks from the thread).
+    pub(crate) fn start<S: LogStore>(
+        node: NodeId,
+        store: Arc<S>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, Fatal> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             done: Notify::new(),
+            transport,
         });
+        let runtime = tokio::runtime::Handle::current();
         let thread = std::thread::Builder::new()
             .name(format!("nines-fsync-{node}"))
             .spawn({
                 let shared = shared.clone();
-                move || run(&shared, &*store)
+                move || {
+                    let _runtime = runtime.enter();
+                    run(&shared, &*store)
+                }
             })
             .map_err(|e| Fatal::Config(format!("cannot start the log sync thread: {e}")))?;
         Ok(Self {
@@ -87,12 +129,32 @@ impl Persister {
         PersistWaker(self.shared.clone())
     }
 
-    /// Ask for every write made so far (up to Ready `number`) to be made durable.
-    pub(crate) fn request(&self, number: u64) {
+    /// Queue a Ready's persisted messages. One that `needs_sync` asks for every write made so far
+    /// (up to its number) to be made durable, and its messages go out after that sync; the others
+    /// go out at once unless something is held before them.
+    pub(crate) fn hold(&self, held: Held) {
         let mut st = self.shared.lock();
-        if number > st.requested {
-            st.requested = number;
-            self.shared.work.notify_one();
+        if held.needs_sync {
+            if held.number > st.requested {
+                st.requested = held.number;
+                self.shared.work.notify_one();
+            }
+        } else if held.msgs.is_empty() {
+            return;
+        } else if st.held.is_empty() {
+            self.shared.transport.send(held.msgs);
+            return;
+        }
+        st.held.push_back(held);
+    }
+
+    /// Send everything held, in order: a sync made outside this thread (a snapshot install)
+    /// covered it all.
+    pub(crate) fn release_all(&self) {
+        let mut st = self.shared.lock();
+        let out: Vec<_> = st.held.drain(..).flat_map(|h| h.msgs).collect();
+        if !out.is_empty() {
+            self.shared.transport.send(out);
         }
     }
 
@@ -135,7 +197,10 @@ fn run<S: LogStore>(shared: &Shared, store: &S) {
         m.fsyncs.inc();
         st = shared.lock();
         match result {
-            Ok(()) => st.durable = st.durable.max(target),
+            Ok(()) => {
+                st.durable = st.durable.max(target);
+                shared.release(&mut st);
+            }
             Err(e) => {
                 tracing::error!("log sync failed; the node stops: {e}");
                 st.failed = Some(e);

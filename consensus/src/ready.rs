@@ -9,8 +9,9 @@ use raft::{
 };
 
 use crate::{
-    driver::{Driver, Held, SnapshotBufs, SnapshotJob},
+    driver::{Driver, SnapshotBufs, SnapshotJob},
     members::{SnapshotEnvelope, SnapshotEnvelopeRef},
+    persist::Held,
     status::{NodeStatus, Role},
     store::ReadyWrite,
     ApplyContext, Fatal, LogStore, PeerInfo, ProposeError, StateMachine, StoreError,
@@ -108,30 +109,24 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         // Votes and append acks: only once the write is durable, and in order.
         let msgs = rd.take_persisted_messages();
         let number = rd.number();
-        if rd.must_sync() {
+        let held = Held {
+            number,
+            msgs,
+            needs_sync: rd.must_sync(),
+        };
+        if held.needs_sync {
             crate::metrics::RAFT.readies_synced.inc();
-            self.held.push_back(Held {
-                number,
-                msgs,
-                needs_sync: true,
-            });
-            match &self.persister {
-                Some(p) => p.request(number),
-                None => {
+        }
+        match &self.persister {
+            Some(p) => p.hold(held),
+            None => {
+                if held.needs_sync {
                     sync_blocking(&*self.store)?;
                     crate::metrics::RAFT.fsyncs.inc();
                     self.synced_inline = number;
                 }
-            }
-        } else if !msgs.is_empty() {
-            if self.held.is_empty() {
-                self.transport.send(msgs);
-            } else {
-                self.held.push_back(Held {
-                    number,
-                    msgs,
-                    needs_sync: false,
-                });
+                // Synced inline: nothing is ever left held here.
+                self.transport.send(held.msgs);
             }
         }
         for rs in rd.take_read_states() {
@@ -161,8 +156,10 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         sync_blocking(&*self.store)?;
         crate::metrics::RAFT.fsyncs.inc();
         self.install_snapshot(&snapshot)?;
-        let mut out: Vec<_> = self.held.drain(..).flat_map(|h| h.msgs).collect();
-        out.extend(rd.take_persisted_messages());
+        if let Some(p) = &self.persister {
+            p.release_all();
+        }
+        let out = rd.take_persisted_messages();
         if !out.is_empty() {
             self.transport.send(out);
         }
@@ -185,8 +182,8 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         Ok(())
     }
 
-    /// Report syncs finished since the last call to raft, then send the messages they release.
-    /// Returns whether raft learned anything new.
+    /// Report syncs finished since the last call to raft (the sync thread sent the messages they
+    /// released). Returns whether raft learned anything new.
     fn on_synced(&mut self) -> Result<bool, Fatal> {
         let durable = match &self.persister {
             Some(p) => p.durable()?,
@@ -196,17 +193,6 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         if progressed {
             self.raw.on_persist_ready(durable);
             self.synced_reported = durable;
-        }
-        let mut out = Vec::new();
-        while self
-            .held
-            .front()
-            .is_some_and(|h| !h.needs_sync || h.number <= durable)
-        {
-            out.extend(self.held.pop_front().expect("front exists").msgs);
-        }
-        if !out.is_empty() {
-            self.transport.send(out);
         }
         Ok(progressed)
     }
