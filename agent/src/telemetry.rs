@@ -21,7 +21,7 @@ use opentelemetry_sdk::{
     Resource,
 };
 use serde::Deserialize;
-use tracing_subscriber::{filter::filter_fn, layer::SubscriberExt, Layer};
+use tracing_subscriber::{filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt, Layer};
 
 use crate::AgentConfig;
 
@@ -120,7 +120,9 @@ pub fn init(cfg: &AgentConfig, json: bool) -> Telemetry {
             }))
     });
     let subscriber = tracing_subscriber::registry().with(fmt).with(otel);
-    if tracing::subscriber::set_global_default(subscriber).is_err() {
+    // `try_init` also routes `log` records (sled's warnings, such as a log file it cannot
+    // preallocate) into this subscriber; `set_global_default` alone dropped them.
+    if subscriber.try_init().is_err() {
         eprintln!("nines: a tracing subscriber was already installed; keeping it");
     }
     match (&export_error, &cfg.telemetry.otlp_endpoint) {
