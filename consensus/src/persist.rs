@@ -115,6 +115,7 @@ impl Persister {
                 let shared = shared.clone();
                 move || {
                     let _runtime = runtime.enter();
+                    let _stops_the_node = PanicGuard(&shared);
                     run(&shared, &*store)
                 }
             })
@@ -149,13 +150,18 @@ impl Persister {
     }
 
     /// Send everything held, in order: a sync made outside this thread (a snapshot install)
-    /// covered it all.
-    pub(crate) fn release_all(&self) {
+    /// covered it all. Nothing goes out if this thread's sync failed: a later sync succeeding
+    /// does not prove the writes before the failure are on disk (Linux clears the error).
+    pub(crate) fn release_all(&self) -> Result<(), Fatal> {
         let mut st = self.shared.lock();
+        if let Some(e) = &st.failed {
+            return Err(Fatal::Store(e.clone()));
+        }
         let out: Vec<_> = st.held.drain(..).flat_map(|h| h.msgs).collect();
         if !out.is_empty() {
             self.shared.transport.send(out);
         }
+        Ok(())
     }
 
     /// The highest Ready number known durable, or the storage failure that stops the node.
@@ -174,6 +180,23 @@ impl Drop for Persister {
         self.shared.work.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Turns a panic of the sync thread into a storage failure: the driver stops the node instead of
+/// waiting forever for a sync.
+struct PanicGuard<'a>(&'a Shared);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut st = self.0.lock();
+            if st.failed.is_none() {
+                st.failed = Some(StoreError::Io("the log sync thread panicked".into()));
+            }
+            drop(st);
+            self.0.done.notify_one();
         }
     }
 }

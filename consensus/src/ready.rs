@@ -157,7 +157,7 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
         crate::metrics::RAFT.fsyncs.inc();
         self.install_snapshot(&snapshot)?;
         if let Some(p) = &self.persister {
-            p.release_all();
+            p.release_all()?;
         }
         let out = rd.take_persisted_messages();
         if !out.is_empty() {
