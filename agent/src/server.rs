@@ -114,6 +114,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
     state.evt.set_events(evt_events.clone());
     let (amf_changed_tx, amf_changed_rx) = tokio::sync::watch::channel(0u64);
     state.amf.set_notifier(amf_changed_tx);
+    let links_stop = node_signal.clone();
     let started = start(node_cfg, store, state, transport, node_signal)?;
     let proposer = started.proposer;
     let proposer_for_services = proposer.clone();
@@ -126,7 +127,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
     );
 
     let peer_service = PeerService::new(proposer.clone(), cfg.cluster.clone());
-    let incoming = PeerPort::incoming(listener, peer_service.clone());
+    let incoming = PeerPort::incoming(listener, peer_service.clone(), links_stop);
     let peer = RaftPeerServer::new(peer_service)
         .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);

@@ -26,11 +26,18 @@ const MAGIC: &[u8; 8] = b"NINESRL1";
 
 struct Node {
     proposer: Proposer<Counter>,
-    _shutdown: Shutdown,
+    shutdown: Shutdown,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 /// Start nodes `1..=n` of cluster "link", each serving its peer port on its own listener.
 async fn start_nodes(n: u64) -> (Vec<Node>, Vec<SocketAddr>) {
+    start_with_strangers(n, &[]).await
+}
+
+/// Nodes `1..=n`, with `strangers` (addresses nothing of ours serves) as voters `n+1...` in the
+/// member book.
+async fn start_with_strangers(n: u64, strangers: &[SocketAddr]) -> (Vec<Node>, Vec<SocketAddr>) {
     let mut listeners = Vec::new();
     for _ in 0..n {
         listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
@@ -38,6 +45,7 @@ async fn start_nodes(n: u64) -> (Vec<Node>, Vec<SocketAddr>) {
     let addrs: Vec<SocketAddr> = listeners
         .iter()
         .map(|l| l.local_addr().expect("addr"))
+        .chain(strangers.iter().copied())
         .collect();
     let book: Members = addrs
         .iter()
@@ -63,6 +71,7 @@ async fn start_nodes(n: u64) -> (Vec<Node>, Vec<SocketAddr>) {
             seed_peers: book.clone(),
         };
         let (shutdown, signal) = Shutdown::new();
+        let links_stop = signal.clone();
         let transport = GrpcTransport::new(id, "link");
         let started = start(
             cfg,
@@ -73,15 +82,16 @@ async fn start_nodes(n: u64) -> (Vec<Node>, Vec<SocketAddr>) {
         )
         .expect("node starts");
         let service = PeerService::new(started.proposer.clone(), "link");
-        let incoming = PeerPort::incoming(listener, service.clone());
-        tokio::spawn(
+        let incoming = PeerPort::incoming(listener, service.clone(), links_stop);
+        let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(RaftPeerServer::new(service))
                 .serve_with_incoming(incoming),
         );
         nodes.push(Node {
             proposer: started.proposer,
-            _shutdown: shutdown,
+            shutdown,
+            server,
         });
     }
     (nodes, addrs)
@@ -202,10 +212,113 @@ async fn a_link_that_may_not_speak_is_told_why_and_closed() {
     let why = refusal(link_with(addr, garbage).await).await;
     assert!(why.contains("undecodable"), "{why}");
 
+    eprintln!("phase: a newer link from the same node replaces the older one");
+    let mut older = link_with(addr, frame_of(&batch_from("link", 1, 1))).await;
+    let newer = link_with(addr, frame_of(&batch_from("link", 1, 1))).await;
+    // Once the node has taken the newer link's batch, the older link's next one is refused.
+    let deadline = tokio::time::Instant::now() + LONG;
+    let why = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the older link was never replaced"
+        );
+        let _ = older.write_all(&frame_of(&batch_from("link", 1, 1))).await;
+        let mut len = [0u8; 4];
+        let wait = Duration::from_millis(100);
+        if let Ok(Ok(_)) = tokio::time::timeout(wait, older.read_exact(&mut len)).await {
+            let mut reason = vec![0u8; u32::from_be_bytes(len) as usize];
+            older.read_exact(&mut reason).await.expect("the reason");
+            break String::from_utf8(reason).expect("utf-8 reason");
+        }
+    };
+    assert!(why.contains("a newer link from node 1 replaced"), "{why}");
+    drop(newer);
+
     eprintln!("phase: the node still serves (a proposal commits)");
     nodes[0]
         .proposer
         .propose(&Op::Add(1), LONG)
         .await
         .expect("the node works after the refusals");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_keep_delivering_after_the_grpc_server_stops_until_the_node_stops() {
+    let (nodes, addrs) = start_nodes(1).await;
+    wait_leader(&nodes).await;
+    let mut conn = link_with(addrs[0], frame_of(&batch_from("link", 1, 1))).await;
+
+    eprintln!("phase: the gRPC server ends (as when an agent starts draining)");
+    let Node {
+        proposer,
+        shutdown,
+        server,
+    } = nodes.into_iter().next().expect("one node");
+    server.abort();
+    let _ = server.await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.write_all(&frame_of(&batch_from("link", 1, 1)))
+        .await
+        .expect("the link still takes batches");
+    let mut byte = [0u8; 1];
+    let still_open = tokio::time::timeout(Duration::from_millis(500), conn.read(&mut byte)).await;
+    assert!(
+        still_open.is_err(),
+        "the link answered or closed while the node runs: {still_open:?}"
+    );
+
+    eprintln!("phase: the node stops; its links close");
+    shutdown.trigger();
+    let closed = tokio::time::timeout(LONG, conn.read(&mut byte))
+        .await
+        .expect("the link closes within the bound");
+    assert!(
+        matches!(closed, Ok(0) | Err(_)),
+        "expected the end of the link, got {closed:?}"
+    );
+    drop(proposer);
+}
+
+/// A peer port that accepts links and refuses every one of them at once, counting connections.
+async fn refusing_peer() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut magic = [0u8; 8];
+                if conn.read_exact(&mut magic).await.is_ok() {
+                    let reason = b"refused by the test";
+                    let mut frame = (reason.len() as u32).to_be_bytes().to_vec();
+                    frame.extend_from_slice(reason);
+                    let _ = conn.write_all(&frame).await;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_refuses_every_link_is_retried_with_a_growing_backoff() {
+    // Two real nodes and a third member that refuses every link: the leader sends it a
+    // heartbeat every tick, and each reconnect must count as a failure, not a success.
+    let (stranger, connections) = refusing_peer().await;
+    let (nodes, _) = start_with_strangers(2, &[stranger]).await;
+    wait_leader(&nodes).await;
+    let start = connections.load(std::sync::atomic::Ordering::SeqCst);
+    let window = Duration::from_secs(5);
+    eprintln!("phase: counting reconnects to the refusing peer for {window:?}");
+    tokio::time::sleep(window).await;
+    let made = connections.load(std::sync::atomic::Ordering::SeqCst) - start;
+    // A backoff doubling from 20 ms to 1 s allows about ten in five seconds; reconnecting after
+    // every refused heartbeat made 25 or more.
+    assert!(
+        made <= 14,
+        "{made} links opened to a refusing peer in {window:?}"
+    );
+    assert!(made >= 1, "the leader never tried the third member");
 }

@@ -209,6 +209,15 @@ fn is_connect_error(s: &tonic::Status) -> bool {
 /// Largest sum of encoded message sizes in one batch; a snapshot always travels alone.
 const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// What a successful send shows about the peer.
+enum Sent {
+    /// It takes our messages: a snapshot call answered, or a link that was open before this
+    /// batch (so the peer had not refused it) took it.
+    Proven,
+    /// Written into a link just opened: the peer may still refuse it.
+    Unproven,
+}
+
 /// The task that owns one peer's queue.
 struct PeerSender {
     to: NodeId,
@@ -252,7 +261,10 @@ impl PeerSender {
                 }
             }
             match self.send(batch, has_snapshot).await {
-                Ok(()) => {
+                // Written into a link opened for it: a peer that refuses links would look
+                // reachable on every reconnect, and the backoff would never grow.
+                Ok(Sent::Unproven) => {}
+                Ok(Sent::Proven) => {
                     if failing {
                         tracing::info!(peer = self.to, addr = %self.addr, "peer reachable again");
                     }
@@ -291,7 +303,11 @@ impl PeerSender {
 
     /// Send one batch: snapshots by a unary gRPC call whose answer confirms delivery, everything
     /// else on the raft link (no round trip per batch).
-    async fn send(&mut self, batch: Vec<Message>, has_snapshot: bool) -> Result<(), tonic::Status> {
+    async fn send(
+        &mut self,
+        batch: Vec<Message>,
+        has_snapshot: bool,
+    ) -> Result<Sent, tonic::Status> {
         let messages = batch
             .iter()
             .map(|m| m.write_to_bytes().expect("raft messages encode"))
@@ -306,11 +322,11 @@ impl PeerSender {
         }
         let mut req = tonic::Request::new(batch);
         req.set_timeout(Duration::from_millis(limits::SNAPSHOT_RPC_TIMEOUT_MS));
-        self.client.send(req).await.map(|_| ())
+        self.client.send(req).await.map(|_| Sent::Proven)
     }
 
     /// Send on the raft link, opening it first if needed.
-    async fn send_linked(&mut self, batch: MessageBatch) -> Result<(), tonic::Status> {
+    async fn send_linked(&mut self, batch: MessageBatch) -> Result<Sent, tonic::Status> {
         let mut frame = Vec::new();
         encode_frame(&batch, &mut frame).map_err(tonic::Status::invalid_argument)?;
         if let Some(link) = self.link.take_if(|l| l.is_closed()) {
@@ -319,6 +335,10 @@ impl PeerSender {
             ));
         }
         let timeout = Duration::from_millis(limits::PEER_RPC_TIMEOUT_MS);
+        let sent = match self.link {
+            Some(_) => Sent::Proven,
+            None => Sent::Unproven,
+        };
         let link = match &mut self.link {
             Some(link) => link,
             None => match tokio::time::timeout(timeout, Link::connect(&self.addr)).await {
@@ -338,7 +358,7 @@ impl PeerSender {
             },
         };
         match tokio::time::timeout(timeout, link.write_all(&frame)).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => Ok(sent),
             Ok(Err(reason)) => {
                 self.link = None;
                 Err(tonic::Status::unavailable(reason))

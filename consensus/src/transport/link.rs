@@ -14,16 +14,17 @@
 //!   a non-member, a bad frame) it writes one frame holding the reason in UTF-8 and closes, so
 //!   the sender can log why.
 //!
-//! The peer port serves both: [`PeerPort`] looks at a new connection's first byte, hands links to
-//! [`serve_link`] and everything else (HTTP/2 starts with `P`) to the gRPC server.
+//! The peer port serves both: [`PeerPort`] looks at a new connection's first byte, serves links
+//! itself and hands everything else (HTTP/2 starts with `P`) to the gRPC server.
 
 use std::{
+    collections::HashMap,
     io,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
-use nines_core::limits;
+use nines_core::{limits, shutdown::ShutdownSignal, NodeId};
 use nines_proto::raft::v1::MessageBatch;
 use prost::Message as _;
 use tokio::{
@@ -32,7 +33,7 @@ use tokio::{
         tcp::{OwnedReadHalf, OwnedWriteHalf},
         TcpListener, TcpStream,
     },
-    sync::{mpsc, watch, Notify},
+    sync::{mpsc, Notify},
     task::AbortHandle,
 };
 
@@ -50,6 +51,11 @@ const CLASSIFY_TIMEOUT_MS: u64 = limits::PEER_RPC_TIMEOUT_MS;
 
 /// Read buffer of one link's receiving side.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How long written data may stay unacknowledged, and an idle link unanswered, before the
+/// kernel gives up on the connection: a peer whose host died or is cut off sends no FIN, and
+/// without this a link would write into the void until its buffer filled.
+const DEAD_PEER: Duration = Duration::from_secs(5);
 
 /// Longest refusal reason sent (and read).
 const REASON_BYTES_MAX: usize = 1024;
@@ -82,6 +88,7 @@ impl Link {
     pub(crate) async fn connect(addr: &str) -> io::Result<Self> {
         let conn = TcpStream::connect(addr).await?;
         conn.set_nodelay(true)?;
+        watch_for_death(&conn)?;
         let (reader, mut writer) = conn.into_split();
         writer.write_all(MAGIC).await?;
         let closed = Arc::new(Closed::default());
@@ -124,6 +131,19 @@ impl Link {
         self.reason()
             .unwrap_or_else(|| format!("link write failed: {e}"))
     }
+}
+
+/// Have the kernel notice a dead peer within about [`DEAD_PEER`]. Links only: on a gRPC
+/// connection the user timeout would also cut a client that stops reading a stream for a while.
+fn watch_for_death(conn: &TcpStream) -> io::Result<()> {
+    let sock = socket2::SockRef::from(conn);
+    sock.set_tcp_user_timeout(Some(DEAD_PEER))?;
+    sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(DEAD_PEER / 2)
+            .with_interval(Duration::from_secs(1))
+            .with_retries(3),
+    )
 }
 
 /// Append one frame holding `batch` to `buf`.
@@ -177,18 +197,45 @@ async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R, max: usize) -> io::Resul
     Ok(Some(bytes))
 }
 
+/// What every link of one peer port shares.
+struct Port<M: StateMachine> {
+    service: PeerService<M>,
+    /// Per sending node, the newest link that delivered from it (links are numbered as
+    /// accepted). An older link of the same sender (one it gave up on, whose bytes the kernel
+    /// still delivers) is closed, so its stale batches cannot land between newer ones.
+    newest: Mutex<HashMap<NodeId, u64>>,
+}
+
+impl<M: StateMachine> Port<M> {
+    /// Deliver `batch` if `link` is its sender's newest; `Err(reason)` to close the link.
+    fn deliver(&self, link: u64, batch: MessageBatch) -> Result<(), String> {
+        let from = batch.header.as_ref().map_or(0, |h| h.from);
+        let mut newest = self.newest.lock().expect("link registry poisoned");
+        if newest.get(&from).is_some_and(|&n| n > link) {
+            return Err(format!("a newer link from node {from} replaced this one"));
+        }
+        // Under the lock, so an older link cannot deliver between a newer one's batches.
+        self.service
+            .deliver(batch)
+            .map_err(|status| status.message().to_owned())?;
+        newest.insert(from, link);
+        Ok(())
+    }
+}
+
 /// Serve one accepted link until it ends, `stop` fires, or a batch is refused.
-pub(crate) async fn serve_link<M: StateMachine>(
-    service: Arc<PeerService<M>>,
+async fn serve_link<M: StateMachine>(
+    port: Arc<Port<M>>,
+    link: u64,
     conn: TcpStream,
-    mut stop: watch::Receiver<()>,
+    mut stop: ShutdownSignal,
 ) {
     let peer = conn.peer_addr().ok();
     let (reader, mut writer) = conn.into_split();
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let refusal = tokio::select! {
-        r = receive(&service, &mut reader) => r,
-        _ = stop.changed() => return,
+        r = receive(&port, link, &mut reader) => r,
+        _ = stop.wait() => return,
     };
     let Some(mut reason) = refusal else { return };
     tracing::debug!(?peer, "raft link refused: {reason}");
@@ -212,7 +259,8 @@ fn truncate(s: &mut String, max: usize) {
 
 /// Deliver the link's batches; `Some(reason)` when one is refused, `None` when the peer closed.
 async fn receive<M: StateMachine>(
-    service: &PeerService<M>,
+    port: &Port<M>,
+    link: u64,
     reader: &mut BufReader<OwnedReadHalf>,
 ) -> Option<String> {
     let mut magic = [0u8; MAGIC.len()];
@@ -233,8 +281,8 @@ async fn receive<M: StateMachine>(
             Ok(b) => b,
             Err(e) => return Some(format!("undecodable message batch: {e}")),
         };
-        if let Err(status) = service.deliver(batch) {
-            return Some(status.message().to_owned());
+        if let Err(reason) = port.deliver(link, batch) {
+            return Some(reason);
         }
     }
 }
@@ -246,25 +294,31 @@ pub struct PeerPort;
 impl PeerPort {
     /// Accept on `listener`. Raft links go to `service`; every other connection (with Nagle's
     /// algorithm off) comes out of the returned stream, to pass to tonic's
-    /// `serve_with_incoming`. Dropping the stream (the gRPC server ended) stops the accept loop
-    /// and closes the links.
+    /// `serve_with_incoming`. Dropping the stream (tonic does when its shutdown begins) stops
+    /// accepting; the links already open keep delivering until `stop` (the node's own
+    /// shutdown), so a draining node still hears its peers.
     pub fn incoming<M: StateMachine>(
         listener: TcpListener,
         service: PeerService<M>,
+        stop: ShutdownSignal,
     ) -> impl tokio_stream::Stream<Item = io::Result<TcpStream>> + Send + 'static {
         let (tx, rx) = mpsc::channel::<io::Result<TcpStream>>(64);
-        tokio::spawn(accept_loop(listener, Arc::new(service), tx));
+        let port = Arc::new(Port {
+            service,
+            newest: Mutex::default(),
+        });
+        tokio::spawn(accept_loop(listener, port, tx, stop));
         tokio_stream::wrappers::ReceiverStream::new(rx)
     }
 }
 
 async fn accept_loop<M: StateMachine>(
     listener: TcpListener,
-    service: Arc<PeerService<M>>,
+    port: Arc<Port<M>>,
     tx: mpsc::Sender<io::Result<TcpStream>>,
+    stop: ShutdownSignal,
 ) {
-    // Dropped when this loop ends: every link's `stop` fires.
-    let (_stop_all, stop) = watch::channel(());
+    let mut accepted_links = 0u64;
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -286,12 +340,18 @@ async fn accept_loop<M: StateMachine>(
             tracing::debug!("dropped a peer connection: {e}");
             continue;
         }
-        let service = service.clone();
+        accepted_links += 1;
+        let link = accepted_links;
+        let port = port.clone();
         let tx = tx.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             if is_link(&conn).await {
-                serve_link(service, conn, stop).await;
+                if let Err(e) = watch_for_death(&conn) {
+                    tracing::debug!("dropped a raft link: {e}");
+                    return;
+                }
+                serve_link(port, link, conn, stop).await;
             } else {
                 let _ = tx.send(Ok(conn)).await;
             }
