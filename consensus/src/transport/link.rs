@@ -167,6 +167,12 @@ async fn read_refusal(mut reader: OwnedReadHalf, closed: Arc<Closed>) {
     let reason = match read_frame(&mut reader, REASON_BYTES_MAX).await {
         Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         Ok(None) => "the peer closed the link".into(),
+        // A refusal is a short frame; anything else is another protocol (an agent of an earlier
+        // version answers HTTP/2).
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => format!(
+            "the peer does not speak the raft link (an agent of an earlier nines version, or no \
+             agent at all?): {e}"
+        ),
         Err(e) => format!("link read failed: {e}"),
     };
     let _ = closed.reason.set(reason);
