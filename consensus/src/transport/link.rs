@@ -250,6 +250,10 @@ async fn serve_link<M: StateMachine>(
     frame.extend_from_slice(reason.as_bytes());
     let _ = writer.write_all(&frame).await;
     let _ = writer.shutdown().await;
+    // Read what the peer had already sent before closing: a close with unread data sends a
+    // reset, which can overtake the reason on the wire.
+    let wait = Duration::from_millis(REASON_WAIT_MS);
+    let _ = tokio::time::timeout(wait, tokio::io::copy(&mut reader, &mut tokio::io::sink())).await;
 }
 
 /// Cut `s` to at most `max` bytes, on a character boundary.
