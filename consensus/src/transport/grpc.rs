@@ -211,8 +211,8 @@ const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// What a successful send shows about the peer.
 enum Sent {
-    /// It takes our messages: a snapshot call answered, or a link that was open before this
-    /// batch (so the peer had not refused it) took it.
+    /// It takes our messages: a snapshot call answered, or a link open long enough that a
+    /// refusal would have come (`Link::is_proven`) took it.
     Proven,
     /// Written into a link just opened: the peer may still refuse it.
     Unproven,
@@ -232,6 +232,8 @@ impl PeerSender {
     async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
         let mut backoff_ms = BACKOFF_START_MS;
         let mut failing = false;
+        // The reason last logged.
+        let mut warned = String::new();
         let mut carry: Option<Message> = None;
         loop {
             let first = match carry.take() {
@@ -261,7 +263,7 @@ impl PeerSender {
                 }
             }
             match self.send(batch, has_snapshot).await {
-                // Written into a link opened for it: a peer that refuses links would look
+                // Written into a link just opened: a peer that refuses links would look
                 // reachable on every reconnect, and the backoff would never grow.
                 Ok(Sent::Unproven) => {}
                 Ok(Sent::Proven) => {
@@ -275,9 +277,12 @@ impl PeerSender {
                     }
                 }
                 Err(status) => {
-                    if !failing {
+                    // Once per outage, and again when the reason changes (a peer restarting
+                    // closes the link, refuses connections, then perhaps speaks another version).
+                    if !failing || warned != status.message() {
                         tracing::warn!(peer = self.to, addr = %self.addr,
                             "cannot send to peer: {}", status.message());
+                        warned = status.message().to_owned();
                     }
                     failing = true;
                     self.mailbox.report_unreachable(self.to);
@@ -335,9 +340,9 @@ impl PeerSender {
             ));
         }
         let timeout = Duration::from_millis(limits::PEER_RPC_TIMEOUT_MS);
-        let sent = match self.link {
-            Some(_) => Sent::Proven,
-            None => Sent::Unproven,
+        let sent = match &self.link {
+            Some(link) if link.is_proven() => Sent::Proven,
+            _ => Sent::Unproven,
         };
         let link = match &mut self.link {
             Some(link) => link,

@@ -57,6 +57,9 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// without this a link would write into the void until its buffer filled.
 const DEAD_PEER: Duration = Duration::from_secs(5);
 
+/// How long a link must have been open before a write on it counts as the peer taking it.
+const PROVEN_AFTER: Duration = Duration::from_millis(200);
+
 /// Longest refusal reason sent (and read).
 const REASON_BYTES_MAX: usize = 1024;
 
@@ -69,6 +72,7 @@ pub(crate) struct Link {
     /// Why the link is unusable (the peer's refusal, its close, or a read error), once it is.
     closed: Arc<Closed>,
     reader: AbortHandle,
+    opened: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -97,7 +101,14 @@ impl Link {
             writer,
             closed,
             reader,
+            opened: std::time::Instant::now(),
         })
+    }
+
+    /// Whether the link has stayed open long enough to show the peer takes it: a refusal
+    /// (or an older agent's HTTP/2 answer) comes within a round trip, not this long.
+    pub(crate) fn is_proven(&self) -> bool {
+        !self.is_closed() && self.opened.elapsed() >= PROVEN_AFTER
     }
 
     /// Whether the peer refused or closed the link.
