@@ -126,7 +126,9 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                     self.synced_inline = number;
                 }
                 // Synced inline: nothing is ever left held here.
-                self.transport.send(held.msgs);
+                if !held.msgs.is_empty() {
+                    self.transport.send(held.msgs);
+                }
             }
         }
         for rs in rd.take_read_states() {

@@ -41,7 +41,7 @@ use super::PeerService;
 use crate::StateMachine;
 
 /// What a raft link's connection starts with. Its first byte tells it from HTTP/2's preface.
-pub(crate) const MAGIC: &[u8; 8] = b"NINESRL1";
+const MAGIC: &[u8; 8] = b"NINESRL1";
 
 /// Largest frame either side accepts.
 const FRAME_BYTES_MAX: usize = limits::GRPC_MESSAGE_BYTES_MAX;
