@@ -6,7 +6,7 @@ use nines_core::{AisError, ErrorCode};
 use super::checkpoint::Checkpoint;
 use super::validate::{validate_attributes, validate_name};
 use super::CkptState;
-use crate::command::{Attributes, CkptResponse};
+use crate::command::{Attributes, CkptResponse, UpdateMode};
 use crate::limits;
 
 impl CkptState {
@@ -37,9 +37,9 @@ impl CkptState {
                 return Err(AisError::new(
                     ErrorCode::Exist,
                     format!(
-                        "checkpoint '{name}' exists with other attributes: {:?}; open it \
-                         without creation attributes or with these",
-                        existing.attributes
+                        "checkpoint '{name}' exists with other attributes: {}; open it \
+                         without creation attributes or with the existing ones",
+                        differences(&existing.attributes, attributes)
                     ),
                 ))
             }
@@ -143,6 +143,47 @@ impl CkptState {
         self.remove_checkpoint(name);
         Ok(CkptResponse::Done { index: ctx.index })
     }
+}
+
+/// What `asked` changes of `existing`, for the EXIST error: "sections_max is 4, not 5, ...".
+fn differences(existing: &Attributes, asked: &Attributes) -> String {
+    let mode = |m: UpdateMode| match m {
+        UpdateMode::Sync => "sync",
+        UpdateMode::Async => "async",
+    };
+    let fields = [
+        (
+            "update mode",
+            mode(existing.update_mode).to_string(),
+            mode(asked.update_mode).to_string(),
+        ),
+        (
+            "sections_max",
+            existing.sections_max.to_string(),
+            asked.sections_max.to_string(),
+        ),
+        (
+            "section_size_max",
+            existing.section_size_max.to_string(),
+            asked.section_size_max.to_string(),
+        ),
+        (
+            "checkpoint_size_max",
+            existing.checkpoint_size_max.to_string(),
+            asked.checkpoint_size_max.to_string(),
+        ),
+        (
+            "retention_ms",
+            existing.retention_ms.to_string(),
+            asked.retention_ms.to_string(),
+        ),
+    ];
+    fields
+        .iter()
+        .filter(|(_, has, wanted)| has != wanted)
+        .map(|(field, has, wanted)| format!("{field} is {has}, not {wanted}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
