@@ -3,7 +3,7 @@
 //! - [`client`]: talk to agents (status of the whole cluster from any endpoints, admin calls).
 //! - [`local`]: start and control a throw-away cluster of real agent processes on loopback
 //!   (`nines bench`, `nines demo`, and the integration tests use it).
-//! - [`bench`]: the benchmarks.
+//! - [`bench`](mod@bench): the benchmarks.
 //! - [`ckpt_cmd`]: `nines ckpt ...`, the checkpoint commands (built on nines-sdk).
 //! - [`evt_cmd`]: `nines evt ...`, event channels: publish, subscribe (built on nines-sdk).
 //! - [`members_cmd`]: `nines members [--watch]` and `nines admin node drain` (membership

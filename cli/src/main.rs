@@ -312,7 +312,7 @@ enum NodeCmd {
         /// Its host:port.
         #[arg(long)]
         addr: String,
-        /// Its name (default n<ID>).
+        /// Its name (default: n and its id, e.g. n4).
         #[arg(long)]
         name: Option<String>,
     },
