@@ -29,6 +29,13 @@
 //! Errors are [`SdkError`]s: the service's stable AIS code ([`SdkError::code`]) and a message
 //! saying what failed, why and what to do.
 //!
+//! Latency: every call is a gRPC call, answered after a quorum's `fdatasync` for a write. A
+//! process that makes sequential calls and cares about each one's latency should drive the client
+//! from a tokio current-thread runtime: on a multi-thread runtime the caller and the HTTP/2
+//! connection task run on different workers, which on a small VM costs about 40 µs per call
+//! (docs/design.md, "Where the time goes"). Many concurrent calls are served better by a
+//! multi-thread runtime.
+//!
 //! ```no_run
 //! use nines_sdk::{Attributes, CheckpointClient, OpenOptions, SectionRead, SectionWrite};
 //!
