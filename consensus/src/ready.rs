@@ -10,7 +10,7 @@ use raft::{
 
 use crate::{
     driver::{Driver, SnapshotBufs, SnapshotJob},
-    members::{SnapshotEnvelope, SnapshotEnvelopeRef},
+    members::{Members, SnapshotEnvelope, SnapshotEnvelopeRef},
     persist::Held,
     status::{NodeStatus, Role},
     store::ReadyWrite,
@@ -507,7 +507,7 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
             StateRole::Candidate => Role::Candidate,
             StateRole::PreCandidate => Role::PreCandidate,
         };
-        let status = NodeStatus {
+        let mut status = NodeStatus {
             id: self.id,
             role,
             leader_id: (raft.leader_id != 0).then_some(raft.leader_id),
@@ -517,10 +517,20 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
             first_index: raft.raft_log.first_index(),
             last_index: raft.raft_log.last_index(),
             snapshot_index: self.snapshot_index,
-            members: self.members.clone(),
+            members: Members::new(),
         };
+        let members = &self.members;
+        // Published every turn: the member book (a map) is copied only when it changed.
         self.status.send_if_modified(|s| {
-            let changed = *s != status;
+            let old_members = std::mem::take(&mut s.members);
+            let same_members = old_members == *members;
+            // Both hold an empty member book now: this compares the rest.
+            let changed = *s != status || !same_members;
+            status.members = if same_members {
+                old_members
+            } else {
+                members.clone()
+            };
             *s = status;
             changed
         });
