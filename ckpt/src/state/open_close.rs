@@ -37,8 +37,8 @@ impl CkptState {
                 return Err(AisError::new(
                     ErrorCode::Exist,
                     format!(
-                        "checkpoint '{name}' exists with other attributes: {}; open it \
-                         without creation attributes or with the existing ones",
+                        "checkpoint '{name}' exists with other attributes: {}; create it with \
+                         the existing attributes, open it without any, or unlink it first",
                         differences(&existing.attributes, attributes)
                     ),
                 ))
@@ -145,8 +145,16 @@ impl CkptState {
     }
 }
 
-/// What `asked` changes of `existing`, for the EXIST error: "sections_max is 4, not 5, ...".
+/// What `asked` changes of `existing`, for the EXIST error: "sections_max 3 (asked 4), ...".
 fn differences(existing: &Attributes, asked: &Attributes) -> String {
+    // No `..`: a new attribute must be added here, or this stops compiling.
+    let Attributes {
+        update_mode,
+        sections_max,
+        section_size_max,
+        checkpoint_size_max,
+        retention_ms,
+    } = existing;
     let mode = |m: UpdateMode| match m {
         UpdateMode::Sync => "sync",
         UpdateMode::Async => "async",
@@ -154,34 +162,34 @@ fn differences(existing: &Attributes, asked: &Attributes) -> String {
     let fields = [
         (
             "update mode",
-            mode(existing.update_mode).to_string(),
+            mode(*update_mode).to_string(),
             mode(asked.update_mode).to_string(),
         ),
         (
             "sections_max",
-            existing.sections_max.to_string(),
+            sections_max.to_string(),
             asked.sections_max.to_string(),
         ),
         (
             "section_size_max",
-            existing.section_size_max.to_string(),
+            section_size_max.to_string(),
             asked.section_size_max.to_string(),
         ),
         (
             "checkpoint_size_max",
-            existing.checkpoint_size_max.to_string(),
+            checkpoint_size_max.to_string(),
             asked.checkpoint_size_max.to_string(),
         ),
         (
             "retention_ms",
-            existing.retention_ms.to_string(),
+            retention_ms.to_string(),
             asked.retention_ms.to_string(),
         ),
     ];
     fields
         .iter()
         .filter(|(_, has, wanted)| has != wanted)
-        .map(|(field, has, wanted)| format!("{field} is {has}, not {wanted}"))
+        .map(|(field, has, wanted)| format!("{field} {has} (asked {wanted})"))
         .collect::<Vec<_>>()
         .join(", ")
 }
