@@ -29,12 +29,12 @@
 //! Errors are [`SdkError`]s: the service's stable AIS code ([`SdkError::code`]) and a message
 //! saying what failed, why and what to do.
 //!
-//! Latency: every call is a gRPC call, answered after a quorum's `fdatasync` for a write. A
-//! process that makes sequential calls and cares about each one's latency should drive the client
-//! from a tokio current-thread runtime: on a multi-thread runtime the caller and the HTTP/2
-//! connection task run on different workers, which on a small VM costs about 40 µs per call
-//! (docs/design.md, "Where the time goes"). Many concurrent calls are served better by a
-//! multi-thread runtime.
+//! Latency: every call is a gRPC call, and a synchronous-mode write is answered after a quorum's
+//! `fdatasync`. A process that makes sequential calls and cares about each one's latency should
+//! drive the client from a tokio current-thread runtime: on a multi-thread runtime the caller
+//! and the HTTP/2 connection task run on different workers, and a call's round trip measured
+//! about 40 µs longer on a 2-core VM (docs/design.md, "Where the time goes"). Many concurrent
+//! calls are served better by a multi-thread runtime.
 //!
 //! ```no_run
 //! use nines_sdk::{Attributes, CheckpointClient, OpenOptions, SectionRead, SectionWrite};

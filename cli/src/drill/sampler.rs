@@ -1,5 +1,5 @@
-//! The assignment sampler: polls the agreed AMF status (linearizable reads) every
-//! `SAMPLE_INTERVAL_MS` for as long as a drill runs, publishes the latest one to the drill's
+//! The assignment sampler: polls the agreed AMF status (linearizable reads) every 20 ms
+//! (`SAMPLE_INTERVAL_MS`) for as long as a drill runs, publishes the latest one to the drill's
 //! timeline, and remembers every sample that showed more than one active for the SI (promise 1).
 //!
 //! It sees what the AMF agreed, sampled: a process that still acts after the AMF moved its
