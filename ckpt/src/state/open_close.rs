@@ -155,43 +155,42 @@ fn differences(existing: &Attributes, asked: &Attributes) -> String {
         checkpoint_size_max,
         retention_ms,
     } = existing;
+    fn note<T: PartialEq + std::fmt::Display>(
+        out: &mut Vec<String>,
+        field: &str,
+        has: T,
+        wanted: T,
+    ) {
+        if has != wanted {
+            out.push(format!("{field} {has} (asked {wanted})"));
+        }
+    }
     let mode = |m: UpdateMode| match m {
         UpdateMode::Sync => "sync",
         UpdateMode::Async => "async",
     };
-    let fields = [
-        (
-            "update mode",
-            mode(*update_mode).to_string(),
-            mode(asked.update_mode).to_string(),
-        ),
-        (
-            "sections_max",
-            sections_max.to_string(),
-            asked.sections_max.to_string(),
-        ),
-        (
-            "section_size_max",
-            section_size_max.to_string(),
-            asked.section_size_max.to_string(),
-        ),
-        (
-            "checkpoint_size_max",
-            checkpoint_size_max.to_string(),
-            asked.checkpoint_size_max.to_string(),
-        ),
-        (
-            "retention_ms",
-            retention_ms.to_string(),
-            asked.retention_ms.to_string(),
-        ),
-    ];
-    fields
-        .iter()
-        .filter(|(_, has, wanted)| has != wanted)
-        .map(|(field, has, wanted)| format!("{field} {has} (asked {wanted})"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = Vec::new();
+    note(
+        &mut out,
+        "update mode",
+        mode(*update_mode),
+        mode(asked.update_mode),
+    );
+    note(&mut out, "sections_max", sections_max, &asked.sections_max);
+    note(
+        &mut out,
+        "section_size_max",
+        section_size_max,
+        &asked.section_size_max,
+    );
+    note(
+        &mut out,
+        "checkpoint_size_max",
+        checkpoint_size_max,
+        &asked.checkpoint_size_max,
+    );
+    note(&mut out, "retention_ms", retention_ms, &asked.retention_ms);
+    out.join(", ")
 }
 
 #[cfg(test)]
