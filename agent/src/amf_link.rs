@@ -1,5 +1,6 @@
 //! The node director's seam to the component sessions, implemented over the [`SessionHub`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use nines_amf::director::{ComponentLink, Invocation, LinkEvent};
@@ -98,6 +99,24 @@ fn recovery(r: pb::Recovery) -> Recovery {
     }
 }
 
+/// A belief report as the director reads it: (si, csi) → (HA state, epoch). A CSI in a state
+/// this agent does not know is left out (the director then corrects it as missing).
+fn believed(b: &pb::Belief) -> BTreeMap<(String, String), (HaState, u64)> {
+    b.csis
+        .iter()
+        .filter_map(|c| {
+            let ha = match pb::HaState::try_from(c.ha_state).ok()? {
+                pb::HaState::Active => HaState::Active,
+                pb::HaState::Standby => HaState::Standby,
+                pb::HaState::Quiescing => HaState::Quiescing,
+                pb::HaState::Quiesced => HaState::Quiesced,
+                pb::HaState::Unspecified => return None,
+            };
+            Some(((c.si.clone(), c.csi.clone()), (ha, c.epoch)))
+        })
+        .collect()
+}
+
 /// Forward the hub's events to the director (as [`LinkEvent`]s) until the hub goes away.
 pub(crate) fn forward_events(hub: &SessionHub) -> mpsc::Receiver<LinkEvent> {
     let (tx, rx) = mpsc::channel(LINK_EVENTS_LEN);
@@ -141,6 +160,11 @@ pub(crate) fn forward_events(hub: &SessionHub) -> mpsc::Receiver<LinkEvent> {
                     }
                 }
                 SessionEvent::Kick { component, .. } => LinkEvent::Kick { component },
+                SessionEvent::Belief { component, belief } => LinkEvent::Belief {
+                    component,
+                    believed: believed(&belief),
+                    lease_expired: belief.lease_expired,
+                },
             };
             if tx.send(ev).await.is_err() {
                 return;

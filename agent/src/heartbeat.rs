@@ -273,6 +273,9 @@ pub(crate) struct Driver {
     pub beater: Arc<dyn Beater>,
     /// Told when the fencing flag changes (the AMF's node director stops local actives).
     pub fenced_tx: Option<tokio::sync::watch::Sender<bool>>,
+    /// Told the fence deadline each time the lease is renewed: the component sessions' lease
+    /// (`nines_heartbeat::lease`, "The component's lease").
+    pub lease_tx: Option<tokio::sync::watch::Sender<Option<Instant>>>,
 }
 
 struct State {
@@ -291,6 +294,8 @@ struct State {
     denied_ms: Option<u64>,
     /// As leader: revocations under way, per node.
     revocations: BTreeMap<NodeId, Revocation>,
+    /// When the previous tick ran (`None` before the first).
+    last_tick_ms: Option<u64>,
 }
 
 /// The corrections the leader proposes.
@@ -329,6 +334,7 @@ impl Driver {
             fenced: false,
             denied_ms: None,
             revocations: BTreeMap::new(),
+            last_tick_ms: None,
         };
         let (ack_tx, mut ack_rx) = mpsc::channel::<(NodeId, u64, BeatAck)>(BEAT_QUEUE_LEN);
         let (rev_tx, mut rev_rx) = mpsc::channel::<RevokeAnswer>(BEAT_QUEUE_LEN);
@@ -382,8 +388,11 @@ impl Driver {
         }
         // The only voter is its own majority.
         let voters = status.members.values().filter(|m| m.voter).count();
-        if voters == 1 && status.members.get(&self.id).is_some_and(|m| m.voter) {
-            st.lease.on_quorum_contact(now);
+        if voters == 1
+            && status.members.get(&self.id).is_some_and(|m| m.voter)
+            && st.lease.on_quorum_contact(now)
+        {
+            self.publish_lease(st);
         }
         let revoked = self.revoked(st, now);
         // A grant renews from the beat's send time however late it arrives, so a slow answer
@@ -406,6 +415,7 @@ impl Driver {
                 }
             });
         }
+        self.forgive_own_pause(st, now);
         for t in st.detector.tick(now) {
             tracing::info!(node = t.node, "heartbeat: node {:?} -> {:?}", t.from, t.to);
         }
@@ -429,6 +439,34 @@ impl Driver {
         local.views = st.detector.views().collect();
         local.now_ms = now;
         local.last_tick = Some(Instant::now());
+    }
+
+    /// This driver did not run for half a detector timeout (the agent was paused or starved):
+    /// the beats it did not take in during that time say nothing about its peers, so every peer
+    /// not already down is heard afresh from now. Without this, a leader resumed after a pause
+    /// judged both healthy peers down and had each revoke the other's lease: both fenced and
+    /// killed their components (the false fences of issue 19).
+    fn forgive_own_pause(&self, st: &mut State, now: u64) {
+        let gap = st.last_tick_ms.map_or(0, |t| now.saturating_sub(t));
+        st.last_tick_ms = Some(now);
+        if gap < self.detector_cfg.timeout_ms / 2 {
+            return;
+        }
+        let peers: Vec<NodeId> = st
+            .detector
+            .views()
+            .filter(|(_, v)| v.health != Health::Down)
+            .map(|(id, _)| id)
+            .collect();
+        tracing::warn!(
+            gap_ms = gap,
+            "the heartbeat driver did not run for {gap} ms (paused or starved): peers are heard \
+             afresh rather than judged by beats it could not take in"
+        );
+        for id in peers {
+            st.detector.remove_node(id);
+            let _ = st.detector.add_node(id, now);
+        }
     }
 
     /// Whether this node is fenced because its lease was revoked (a member refused it a grant
@@ -501,10 +539,26 @@ impl Driver {
         granted.insert(from);
         let renewed = granted.len() + own > voters / 2;
         st.grants.retain(|&s, _| s + SENT_MAX as u64 > seq);
-        if renewed {
-            st.lease.on_quorum_contact(sent_ms);
+        if renewed && st.lease.on_quorum_contact(sent_ms) {
+            self.publish_lease(st);
         }
         renewed
+    }
+
+    /// Grant the component sessions the renewed fence deadline (on the driver's clock, whose
+    /// whole-ms readings are never later than the instant they stand for).
+    fn publish_lease(&self, st: &State) {
+        let (Some(tx), Some(deadline_ms)) = (&self.lease_tx, st.lease.fence_deadline_ms()) else {
+            return;
+        };
+        let deadline = st.clock + Duration::from_millis(deadline_ms);
+        tx.send_if_modified(|d| {
+            if d.is_some_and(|d| d >= deadline) {
+                return false;
+            }
+            *d = Some(deadline);
+            true
+        });
     }
 
     /// The local replica's membership (a stale read: the leader's is current).
@@ -665,6 +719,7 @@ impl Driver {
                 from: self.id,
                 node,
                 epoch,
+                term: self.proposer.status().term,
             };
             let ask = self.beater.revoke(w, addr, req, timeout);
             let revokes = revokes.clone();

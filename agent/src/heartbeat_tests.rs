@@ -139,6 +139,7 @@ async fn three_agents() -> (Keep, Registry, InProcessNetwork, NodeId) {
                 nodes: nodes.clone(),
             }),
             fenced_tx: None,
+            lease_tx: None,
         };
         tokio::spawn(driver.run(signal));
         keep.push((shutdown, started));

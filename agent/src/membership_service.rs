@@ -125,6 +125,14 @@ impl Membership for MembershipService {
     ) -> Result<Response<RevokeLeaseReply>, Status> {
         let r = req.into_inner();
         self.same_cluster(&r.cluster, r.from)?;
+        let term = self.proposer.status().term;
+        if r.term < term {
+            return Err(Status::failed_precondition(format!(
+                "node {} asked to revoke node {}'s lease at term {}, but this node knows term \
+                 {term}: a deposed leader's revocation is refused",
+                r.from, r.node, r.term
+            )));
+        }
         Ok(Response::new(answer_revoke(
             self.id,
             &self.heartbeat.shared,

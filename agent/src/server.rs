@@ -154,6 +154,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
     .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
     let (beats_tx, beats_rx) = tokio::sync::mpsc::channel(crate::heartbeat::BEAT_QUEUE_LEN);
     let (fenced_tx, fenced_rx) = tokio::sync::watch::channel(false);
+    let (lease_tx, lease_rx) = tokio::sync::watch::channel(None);
     let shared = std::sync::Arc::new(std::sync::Mutex::new(
         crate::heartbeat::LocalHealth::default(),
     ));
@@ -169,6 +170,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         beats: beats_rx,
         beater: std::sync::Arc::new(crate::heartbeat::GrpcBeater::default()),
         fenced_tx: Some(fenced_tx),
+        lease_tx: Some(lease_tx),
     };
     tokio::spawn(hb_driver.run(shutdown.clone()));
     let membership = MembershipServer::new(crate::membership_service::MembershipService {
@@ -187,6 +189,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         amf_handle.clone(),
         amf_changed_rx,
         fenced_rx,
+        lease_rx,
         &shutdown,
     );
     let watchdogs_for_metrics = watchdogs.clone();
@@ -313,6 +316,7 @@ fn start_director(
     amf: crate::state::AmfHandle,
     changed: tokio::sync::watch::Receiver<u64>,
     fenced: tokio::sync::watch::Receiver<bool>,
+    mut lease: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
     shutdown: &ShutdownSignal,
 ) -> (
     tokio::task::JoinHandle<()>,
@@ -320,7 +324,21 @@ fn start_director(
     std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     use nines_amf::director::{Director, DirectorConfig, DirectorInputs};
-    let hub = crate::session::SessionHub::new(cfg.name.clone(), cfg.lease.lease_ms);
+    let hub = crate::session::SessionHub::new(
+        cfg.name.clone(),
+        cfg.lease.lease_ms,
+        cfg.lease.fence_reaction_ms,
+    );
+    let granting = hub.clone();
+    tokio::spawn(async move {
+        // The node lease's renewals become the component sessions' lease.
+        while lease.changed().await.is_ok() {
+            let deadline = *lease.borrow_and_update();
+            if let Some(deadline) = deadline {
+                granting.grant_lease(deadline);
+            }
+        }
+    });
     let socket = cfg.socket_path();
     let serve = hub.clone().serve(socket.clone(), shutdown.clone());
     tokio::spawn(async move {

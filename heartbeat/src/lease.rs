@@ -62,6 +62,37 @@
 //!    declare it down carries the epoch of the revocations it relied on and is refused if the
 //!    epoch moved, so it can never take effect after the revocations were lifted.
 
+//!
+//! # The component's lease (the fence reaches into the component)
+//! A node's lease means nothing to a component whose agent is paused or hung: A2's "a live agent
+//! kills them at the deadline" fails exactly then, and no watchdog resets a node within a few
+//! hundred ms. So each component session holds a lease of its own, and A2 is met by the
+//! component itself:
+//! - **Grant.** Each time the node's lease is renewed (and only then: the same wiring 1–2
+//!   renewals), the agent grants every session the new fence deadline `D = anchor + L`, as a
+//!   reading of the host's `CLOCK_MONOTONIC`. It converts by reading `CLOCK_MONOTONIC` before its
+//!   own clock, and its whole-ms anchor is never later than the probe's send time, so the
+//!   granted `D_c ≤ D`. A paused, hung, cut-off or fenced agent grants nothing new.
+//! - **Expiry.** The SDK's guard (a thread of its own, not a task of the application's runtime)
+//!   wakes at `D_c`: from then on it refuses checkpoint writes under the epochs the session holds
+//!   and refuses ACTIVE; if the component holds a CSI active or quiescing it sets each to
+//!   QUIESCED through the application's callback, and if that has not returned within
+//!   `Q = ¾ R` it SIGKILLs its own process (unless the application chose to take that on).
+//! - **C1 one clock.** Agent and components read the same `CLOCK_MONOTONIC` (one kernel; the
+//!   agent starts its components, so they share its time namespace).
+//! - **C2 guard reaction.** The guard thread runs, and a SIGKILL of its own process takes effect,
+//!   within `R/4` of `D_c` (or of `D_c + Q`). A component that is itself stopped (SIGSTOP) acts on
+//!   nothing while stopped; when continued after `D_c`, writes are refused at once (the check
+//!   reads the clock), but other application code may run before the guard: an application that
+//!   acts outside the SDK checks `nines_sdk::Session::lease_valid` before each act.
+//!
+//! Then the component has stopped acting by `D_c + Q + R/4 ≤ D + R` on the node's clock, which is
+//! A2 with the same `R`; the inequality above then puts every component's stop before the
+//! decider's earliest replacement, with no help from the agent. A renewal after an expiry is a
+//! new lease under the same proof (a revoked node gets no renewal), and the agent re-delivers the
+//! assignment only after a linearizable read shows the cluster still gives it (a lagging replica
+//! may show an assignment the cluster has already moved).
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, DURATION_MS_MAX};

@@ -138,6 +138,18 @@ impl Checkpoint {
             .await
     }
 
+    /// Refuse, without sending it, a fenced request while the lease of the session holding this
+    /// epoch has run out (see [`Session`](crate::Session): the component must not act).
+    fn lease_check(&self, what: &str) -> Result<()> {
+        match crate::session::write_refusal(self.epoch) {
+            None => Ok(()),
+            Some(why) => Err(SdkError::Ais(nines_core::AisError::new(
+                nines_core::ErrorCode::BadOperation,
+                format!("{what}: {why}"),
+            ))),
+        }
+    }
+
     async fn write_wire(&self, writes: Vec<pb::SectionWrite>) -> Result<u64> {
         let what = match writes.as_slice() {
             [one] => format!(
@@ -150,6 +162,7 @@ impl Checkpoint {
                 self.name
             ),
         };
+        self.lease_check(&what)?;
         let req = pb::WriteRequest {
             checkpoint: self.name.clone(),
             writes,
@@ -260,6 +273,7 @@ impl Checkpoint {
             Some(s) => format!("create section '{s}' of checkpoint '{}'", self.name),
             None => format!("create a section of checkpoint '{}'", self.name),
         };
+        self.lease_check(&what)?;
         let req = pb::CreateSectionRequest {
             checkpoint: self.name.clone(),
             section: section.unwrap_or_default().to_string(),
@@ -284,6 +298,7 @@ impl Checkpoint {
     /// epoch.
     pub async fn delete_section(&self, section: &str) -> Result<()> {
         let what = format!("delete section '{section}' of checkpoint '{}'", self.name);
+        self.lease_check(&what)?;
         let req = pb::DeleteSectionRequest {
             checkpoint: self.name.clone(),
             section: section.to_string(),
@@ -308,6 +323,7 @@ impl Checkpoint {
             "set the expiration of section '{section}' of checkpoint '{}'",
             self.name
         );
+        self.lease_check(&what)?;
         let req = pb::SetExpirationRequest {
             checkpoint: self.name.clone(),
             section: section.to_string(),

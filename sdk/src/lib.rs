@@ -89,8 +89,8 @@ pub use membership::{
 };
 pub use nines_core::{AisError, ErrorCode};
 pub use session::{
-    Callbacks, CsiSet, Descriptor, HaState, Kicker, Progress, Recovery, Session, COMPONENT_ENV,
-    SOCKET_ENV,
+    Callbacks, CsiSet, Descriptor, HaState, Kicker, LeaseExpiry, Progress, Recovery, Session,
+    COMPONENT_ENV, SOCKET_ENV,
 };
 pub use types::{
     Attributes, CheckpointStatus, OpenOptions, SectionData, SectionInfo, SectionRead, SectionWrite,

@@ -107,7 +107,9 @@ struct Agent {
 async fn start_agent() -> Agent {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("run").join("agent.sock");
-    let hub = SessionHub::new("n1".into(), 3_000);
+    let hub = SessionHub::new("n1".into(), 3_000, 100);
+    // A node lease that outlives the test: these stories are not about the lease.
+    hub.grant_lease(tokio::time::Instant::now() + Duration::from_secs(3_600));
     let events = hub.subscribe();
     let (stop, signal) = Shutdown::new();
     let served = tokio::spawn(hub.clone().serve(socket.clone(), signal));
@@ -522,7 +524,7 @@ async fn the_socket_is_prepared_and_guarded() {
     let socket = dir.path().join("agent.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind a stale socket"));
     assert!(socket.exists());
-    let hub = SessionHub::new("n1".into(), 3_000);
+    let hub = SessionHub::new("n1".into(), 3_000, 100);
     let (stop, signal) = Shutdown::new();
     let served = tokio::spawn(hub.clone().serve(socket.clone(), signal));
     wait_served(&socket).await;
@@ -535,7 +537,7 @@ async fn the_socket_is_prepared_and_guarded() {
     assert_eq!(mode & 0o777, 0o660, "mode {mode:o}");
 
     phase("a second agent on the same socket is refused");
-    let other = SessionHub::new("n1".into(), 3_000);
+    let other = SessionHub::new("n1".into(), 3_000, 100);
     let e = within(
         "second serve",
         other.serve(
@@ -553,7 +555,7 @@ async fn the_socket_is_prepared_and_guarded() {
     std::fs::write(&file, b"data").expect("write");
     let e = within(
         "serve on a file",
-        SessionHub::new("n1".into(), 3_000)
+        SessionHub::new("n1".into(), 3_000, 100)
             .serve(file.clone(), nines_core::shutdown::ShutdownSignal::never()),
     )
     .await

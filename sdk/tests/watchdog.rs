@@ -7,12 +7,20 @@
 //! 3. Agent loss: after the lease, the SDK quiesces the active CSI and reports supervision lost.
 //! 4. Terminate: no supervision lost.
 
-use std::{future::Future, path::PathBuf, time::Duration};
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
-use nines_agent::{SessionError, SessionEvent, SessionHub};
+use nines_agent::{InvokeError, SessionError, SessionEvent, SessionHub};
 use nines_core::shutdown::Shutdown;
 use nines_proto::amf::v1::{self as pb, invocation::Kind};
-use nines_sdk::{Callbacks, CsiSet, HaState, Session};
+use nines_sdk::{Callbacks, CsiSet, HaState, LeaseExpiry, Session};
 use tokio::{
     sync::{broadcast, mpsc},
     task::JoinHandle,
@@ -91,15 +99,33 @@ struct Agent {
     socket: PathBuf,
     stop: Shutdown,
     served: JoinHandle<Result<(), SessionError>>,
+    /// Whether the node lease is being renewed.
+    renew: Arc<AtomicBool>,
     _dir: tempfile::TempDir,
 }
 
 async fn start_agent() -> Agent {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("agent.sock");
-    let hub = SessionHub::new("n1".into(), LEASE_MS);
+    let hub = SessionHub::new("n1".into(), LEASE_MS, 100);
     let events = hub.subscribe();
     let (stop, signal) = Shutdown::new();
+    // The node lease, renewed four times per lease while the agent runs (as its heartbeats do)
+    // and `renew` is set (cleared: a paused agent, its sessions still open).
+    let renew = Arc::new(AtomicBool::new(true));
+    let (renewing, mut stopped, on) = (hub.clone(), signal.clone(), renew.clone());
+    tokio::spawn(async move {
+        let lease = Duration::from_millis(LEASE_MS);
+        loop {
+            if on.load(Ordering::SeqCst) {
+                renewing.grant_lease(tokio::time::Instant::now() + lease);
+            }
+            tokio::select! {
+                _ = stopped.wait() => return,
+                _ = tokio::time::sleep(lease / 4) => {}
+            }
+        }
+    });
     let served = tokio::spawn(hub.clone().serve(socket.clone(), signal));
     within("the socket served", async {
         while tokio::net::UnixStream::connect(&socket).await.is_err() {
@@ -113,6 +139,7 @@ async fn start_agent() -> Agent {
         socket,
         stop,
         served,
+        renew,
         _dir: dir,
     }
 }
@@ -120,6 +147,19 @@ async fn start_agent() -> Agent {
 type Calls = mpsc::UnboundedReceiver<(Instant, Call)>;
 
 impl Agent {
+    /// The next session event that `pick` accepts (others are skipped).
+    async fn event(&mut self, what: &str, pick: impl Fn(&SessionEvent) -> bool) -> SessionEvent {
+        within(what, async {
+            loop {
+                let e = self.events.recv().await.expect("events flow");
+                if pick(&e) {
+                    return e;
+                }
+            }
+        })
+        .await
+    }
+
     async fn connect(&self, component: &str) -> (Session, Calls) {
         let (calls, rx) = mpsc::unbounded_channel();
         let session = within(
@@ -318,10 +358,11 @@ async fn after_agent_loss_and_the_lease_the_component_quiesces() {
         (set.ha_state, set.epoch, set.descriptor),
         (HaState::Quiesced, 7, None)
     );
+    // The lease runs from the last grant, at most a quarter lease before the loss.
     let held = quiesced_at - lost_at;
     assert!(
-        held >= Duration::from_millis(LEASE_MS * 3 / 4),
-        "quiesced {held:?} after the loss, before the {LEASE_MS} ms lease"
+        held >= Duration::from_millis(LEASE_MS / 2),
+        "quiesced {held:?} after the loss, before the {LEASE_MS} ms lease ran out"
     );
     assert_eq!(next_call(&mut calls).await.1, Call::SupervisionLost);
     assert_eq!(
@@ -389,4 +430,87 @@ async fn a_terminated_component_is_not_told_supervision_lost() {
         session.assignments(),
         vec![("si1".into(), "si1-csi".into(), HaState::Active, 7)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_agent_stops_its_active_at_the_lease_deadline_and_a_renewal_restores_it() {
+    let mut agent = start_agent().await;
+    agent.hub.expect("c1", std::process::id());
+    let (session, mut calls) = agent.connect("c1").await;
+    session.set_lease_expiry(LeaseExpiry::QuiesceOnly);
+    let r = agent
+        .hub
+        .invoke("c1", csi_set("si1", pb::HaState::Active, 7), INVOKE)
+        .await;
+    assert_eq!(r, Ok(()));
+    assert!(matches!(next_call(&mut calls).await.1, Call::CsiSet(_)));
+    assert!(session.lease_valid());
+
+    phase("a stale ACTIVE directive (an older epoch) is refused");
+    let r = agent
+        .hub
+        .invoke("c1", csi_set("si1", pb::HaState::Active, 6), INVOKE)
+        .await;
+    let Err(InvokeError::Failed { reason, .. }) = r else {
+        panic!("a stale directive must fail, got {r:?}");
+    };
+    assert!(reason.contains("stale directive"), "{reason}");
+
+    phase("the agent stops renewing (paused), its session still open");
+    agent.renew.store(false, Ordering::SeqCst);
+    let paused_at = Instant::now();
+    let (quiesced_at, call) = next_call(&mut calls).await;
+    let Call::CsiSet(set) = call else {
+        panic!("expected the SDK's CSI set to QUIESCED, got {call:?}");
+    };
+    assert_eq!(
+        (set.si.as_str(), set.ha_state, set.epoch),
+        ("si1", HaState::Quiesced, 7)
+    );
+    assert!(
+        quiesced_at - paused_at >= Duration::from_millis(LEASE_MS / 2),
+        "quiesced {:?} after renewals stopped: before the lease ran out",
+        quiesced_at - paused_at
+    );
+    assert!(!session.lease_valid());
+    assert!(session.supervised(), "the session itself never broke");
+    let expired = agent
+        .event(
+            "belief with the lease expired",
+            |e| matches!(e, SessionEvent::Belief { belief, .. } if belief.lease_expired),
+        )
+        .await;
+    let SessionEvent::Belief { belief, .. } = expired else {
+        unreachable!()
+    };
+    assert_eq!(belief.csis.len(), 1);
+    assert_eq!(belief.csis[0].ha_state, pb::HaState::Quiesced as i32);
+
+    phase("an ACTIVE directive while the lease is out is refused after a bounded wait");
+    let r = agent
+        .hub
+        .invoke("c1", csi_set("si1", pb::HaState::Active, 7), INVOKE)
+        .await;
+    assert!(matches!(r, Err(InvokeError::Failed { .. })), "{r:?}");
+
+    phase("renewals resume: the agent hears the belief again and may restore the active");
+    agent.renew.store(true, Ordering::SeqCst);
+    agent
+        .event(
+            "belief with the lease renewed",
+            |e| matches!(e, SessionEvent::Belief { belief, .. } if !belief.lease_expired),
+        )
+        .await;
+    assert!(session.lease_valid());
+    let r = agent
+        .hub
+        .invoke("c1", csi_set("si1", pb::HaState::Active, 7), INVOKE)
+        .await;
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        session.assignments(),
+        vec![("si1".into(), "si1-csi".into(), HaState::Active, 7)]
+    );
+    agent.stop.trigger();
+    let _ = within("serve returns", &mut agent.served).await;
 }

@@ -11,10 +11,11 @@ use std::{
 };
 
 use nines_proto::amf::v1::{
-    agent_message, invocation, AgentMessage, Invocation, InvocationResponse, Recovery, Registered,
+    agent_message, invocation, AgentMessage, Belief, Invocation, InvocationResponse, LeaseGrant,
+    Recovery, Registered,
 };
 use tokio::{
-    sync::{broadcast, mpsc, oneshot, Semaphore},
+    sync::{broadcast, mpsc, oneshot, watch, Semaphore},
     time::{timeout_at, Instant},
 };
 use tonic::Status;
@@ -35,7 +36,7 @@ const OUTBOUND_QUEUE_LEN: usize = 2 * INVOCATIONS_IN_FLIGHT_MAX;
 pub const SESSION_EVENTS_BUFFER_LEN: usize = 1_024;
 
 /// What happens on the component sessions, for the node director.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SessionEvent {
     /// A component registered (a session it had before, if any, was closed without a
     /// [`SessionEvent::Disconnected`]).
@@ -79,6 +80,36 @@ pub enum SessionEvent {
         /// Its kicks so far in this session (only grows within a session).
         count: u64,
     },
+    /// What the component now believes it holds (after every change, and once after it
+    /// registered). See [`SessionHub::belief`].
+    Belief {
+        /// The component.
+        component: String,
+        /// What it reported.
+        belief: Belief,
+    },
+}
+
+/// A lease deadline as a reading of this host's `CLOCK_MONOTONIC` in ns (what components are
+/// granted; 0 = none). The monotonic clock is read before tokio's, so the result is never later
+/// than `deadline`.
+pub fn mono_deadline_ns(deadline: Option<Instant>) -> u64 {
+    let Some(deadline) = deadline else {
+        return 0;
+    };
+    let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always readable on Linux");
+    let now = Instant::now();
+    let mono_ns = u64::try_from(mono.tv_sec())
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(mono.tv_nsec()).unwrap_or(0));
+    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    if deadline >= now {
+        mono_ns.saturating_add(ns(deadline - now))
+    } else {
+        mono_ns.saturating_sub(ns(now - deadline))
+    }
 }
 
 /// The agent's side of the component sessions: the node director says which process it started
@@ -99,6 +130,12 @@ pub(crate) struct Inner {
     node: String,
     /// The agent's lease, told to components in `Registered`.
     lease_ms: u64,
+    /// How soon after its lease deadline a component must have stopped acting (the node lease's
+    /// fence reaction), told to components in `Registered`.
+    reaction_ms: u64,
+    /// The components' lease deadline: the node lease's fence deadline while it is renewed
+    /// ([`SessionHub::grant_lease`]); `None` before the first renewal. Sent to every session.
+    lease: watch::Sender<Option<Instant>>,
     /// The agent's uid: components must run as it (or as root).
     own_uid: u32,
     /// Expectations and live sessions. A std mutex: never held across an await.
@@ -145,6 +182,8 @@ struct Live {
     pending: HashMap<u64, oneshot::Sender<InvocationResponse>>,
     /// When the session's highest kick count arrived, and that count (`None` before any).
     last_kick: Option<(Instant, u64)>,
+    /// What the component last said it believes (`None` before its first report).
+    belief: Option<Belief>,
     /// Dropped with the session: wakes its reader.
     _close: oneshot::Sender<()>,
 }
@@ -163,13 +202,17 @@ pub(crate) struct Registration {
 }
 
 impl SessionHub {
-    /// A hub for node `node`, whose components are told the agent's lease `lease_ms`.
-    pub fn new(node: String, lease_ms: u64) -> Self {
+    /// A hub for node `node`, whose components are told the agent's lease `lease_ms` and must
+    /// stop acting within `reaction_ms` of their lease deadline. No component holds a lease
+    /// until the first [`SessionHub::grant_lease`].
+    pub fn new(node: String, lease_ms: u64, reaction_ms: u64) -> Self {
         let (events, _) = broadcast::channel(SESSION_EVENTS_BUFFER_LEN);
         Self {
             inner: Arc::new(Inner {
                 node,
                 lease_ms,
+                reaction_ms,
+                lease: watch::channel(None).0,
                 own_uid: nix::unistd::getuid().as_raw(),
                 state: Mutex::new(State::default()),
                 events,
@@ -222,6 +265,34 @@ impl SessionHub {
                 component: component.to_string(),
             });
         }
+    }
+
+    /// Grant every component session the lease deadline `deadline` (the node lease's fence
+    /// deadline, each time that lease is renewed). A deadline never moves back.
+    ///
+    /// # Correctness
+    /// Call only with a deadline the node's own lease holds (its fence deadline): a component
+    /// may act as active until it, and the cluster's proof that a replacement starts only after
+    /// the old active stopped rests on it (`nines_heartbeat::lease`, "The component's lease").
+    pub fn grant_lease(&self, deadline: Instant) {
+        self.inner.lease.send_if_modified(|d| {
+            if d.is_some_and(|d| d >= deadline) {
+                return false;
+            }
+            *d = Some(deadline);
+            true
+        });
+    }
+
+    /// The components' lease deadline now (`None` before the first grant).
+    pub fn lease_deadline(&self) -> Option<Instant> {
+        *self.inner.lease.borrow()
+    }
+
+    /// What `component`'s live session last reported it believes (`None`: no session, or no
+    /// report yet).
+    pub fn belief(&self, component: &str) -> Option<Belief> {
+        self.inner.lock().live.get(component)?.belief.clone()
     }
 
     /// Whether `component` has a live session.
@@ -324,6 +395,32 @@ impl SessionHub {
     }
 }
 
+/// Send each new lease deadline to one session until the session closes. Grants are coalesced:
+/// a session whose queue is full gets the next one. Holds the session's queue only weakly, so a
+/// closed session's stream still ends (the task ends at the next grant).
+async fn forward_grants(
+    mut grants: watch::Receiver<Option<Instant>>,
+    outbound: mpsc::WeakSender<Result<AgentMessage, Status>>,
+) {
+    while grants.changed().await.is_ok() {
+        let Some(outbound) = outbound.upgrade() else {
+            return;
+        };
+        let deadline = *grants.borrow_and_update();
+        let grant = AgentMessage {
+            msg: Some(agent_message::Msg::Lease(LeaseGrant {
+                deadline_mono_ns: mono_deadline_ns(deadline),
+            })),
+        };
+        // Never waits: a full queue skips this grant (the next renewal brings a newer one),
+        // and a waiting sender would hold a closed session's stream open.
+        match outbound.try_send(Ok(grant)) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
 /// Removes an invocation's pending entry however the invocation ends (answer, deadline, drop).
 struct PendingGuard<'a> {
     inner: &'a Inner,
@@ -396,16 +493,21 @@ impl Inner {
         };
         peer::check(component, expected, peer, self.own_uid, peer::process_group)?;
         let (tx, outbound) = mpsc::channel(OUTBOUND_QUEUE_LEN);
+        let mut grants = self.lease.subscribe();
+        let deadline = *grants.borrow_and_update();
         let registered = AgentMessage {
             msg: Some(agent_message::Msg::Registered(Registered {
                 component: component.to_string(),
                 node: self.node.clone(),
                 lease_ms: self.lease_ms,
                 watchdog_ms,
+                lease_deadline_mono_ns: mono_deadline_ns(deadline),
+                lease_reaction_ms: self.reaction_ms,
             })),
         };
         tx.try_send(Ok(registered))
             .expect("a new session's queue has room for its first message");
+        tokio::spawn(forward_grants(grants, tx.downgrade()));
         let (close_tx, close) = oneshot::channel();
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let live = Live {
@@ -415,6 +517,7 @@ impl Inner {
             in_flight: Arc::new(Semaphore::new(INVOCATIONS_IN_FLIGHT_MAX)),
             pending: HashMap::new(),
             last_kick: None,
+            belief: None,
             _close: close_tx,
         };
         if let Some(old) = st.live.insert(component.to_string(), live) {
@@ -476,6 +579,27 @@ impl Inner {
             });
         } else {
             tracing::debug!(component, session, count, "stale kick dropped");
+        }
+    }
+
+    /// A belief report from `component`'s session `session`: recorded and announced (one from a
+    /// replaced session is dropped).
+    pub(crate) fn belief(&self, component: &str, session: u64, belief: Belief) {
+        let current = {
+            let mut st = self.lock();
+            match st.live.get_mut(component) {
+                Some(live) if live.id == session => {
+                    live.belief = Some(belief.clone());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if current {
+            self.emit(SessionEvent::Belief {
+                component: component.to_string(),
+                belief,
+            });
         }
     }
 

@@ -18,6 +18,8 @@ use super::{
     SessionEvent,
 };
 
+/// The most CSIs one belief report may name (a component holding more is misconfigured).
+const BELIEVED_CSIS_MAX: usize = 1_024;
 /// How long a new stream may take to send its Register.
 const REGISTER_TIMEOUT_MS: u64 = 5_000;
 
@@ -48,6 +50,13 @@ impl ComponentSession for Service {
                 "component {} speaks session protocol version {}, this agent speaks {}; use an \
                  SDK that matches the agent",
                 register.component, register.protocol_version, PROTOCOL_VERSION
+            )));
+        }
+        if !register.honours_lease {
+            return Err(Status::failed_precondition(format!(
+                "component {}: its SDK does not honour the component lease (it would keep acting \
+                 as active after its agent stopped renewing); use an SDK that matches the agent",
+                register.component
             )));
         }
         let component = register.component;
@@ -142,6 +151,15 @@ async fn read(
                 healthy: h.healthy,
             }),
             Some(Msg::Kick(k)) => hub.kick(&component, session, k.count),
+            Some(Msg::Belief(b)) if b.csis.len() <= BELIEVED_CSIS_MAX => {
+                hub.belief(&component, session, b)
+            }
+            Some(Msg::Belief(b)) => {
+                tracing::warn!(
+                    %component, csis = b.csis.len(),
+                    "a belief report over {BELIEVED_CSIS_MAX} CSIs: ignored"
+                );
+            }
             Some(Msg::Register(_)) | None => {
                 tracing::warn!(%component, "unexpected message on a registered session: closed");
                 break;

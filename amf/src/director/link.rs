@@ -44,6 +44,9 @@ pub enum Invocation {
     },
 }
 
+/// What a component believes it holds: (si, csi) → (HA state, epoch).
+pub type Believed = BTreeMap<(String, String), (HaState, u64)>;
+
 /// What the sessions tell the director.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
@@ -63,6 +66,15 @@ pub enum LinkEvent {
     Kick {
         /// The component.
         component: String,
+    },
+    /// What a component believes it holds (after every change, and once after it registered).
+    Belief {
+        /// The component.
+        component: String,
+        /// (si, csi) → its HA state and epoch, as the component holds them.
+        believed: Believed,
+        /// Its lease from the agent has run out (it acts as active for nothing until renewed).
+        lease_expired: bool,
     },
     /// A component reported an error on itself.
     ErrorReport {

@@ -20,7 +20,7 @@ use nines_consensus::{ReadMode, ServiceHandle, StateMachine};
 use nines_core::shutdown::ShutdownSignal;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
-pub use link::{ComponentLink, Invocation, LinkEvent};
+pub use link::{Believed, ComponentLink, Invocation, LinkEvent};
 
 use crate::process::{Exit, Supervisor};
 use crate::state::{AmfCommand, AmfResponse, AmfState, NodeView, Presence, Recovery};
@@ -93,7 +93,20 @@ enum Done {
     Component(String),
     /// A directive's delivery finished; it is no longer in flight here.
     Directive(u64),
+    /// A correction of a component's belief finished.
+    Correction(String),
 }
+
+/// What a component last said it believes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Belief {
+    believed: Believed,
+    lease_expired: bool,
+}
+
+/// How soon the same component's belief may be corrected again (a correction that failed, or
+/// a belief that keeps differing, is retried at this pace, not in a loop).
+const CORRECTION_PAUSE: Duration = Duration::from_millis(200);
 
 /// Shared between the loop and its tasks.
 struct Shared<M: StateMachine, L: ComponentLink> {
@@ -122,6 +135,11 @@ pub struct Director<M: StateMachine, L: ComponentLink> {
     lost_reported: HashSet<(String, u64)>,
     /// Components the fence stopped, not yet reported gone.
     fence_stopped: HashSet<String>,
+    /// What each registered local component last said it believes.
+    beliefs: HashMap<String, Belief>,
+    /// Components whose belief is being corrected, and when each correction last started.
+    correcting: HashSet<String>,
+    corrected_at: HashMap<String, tokio::time::Instant>,
     /// Fenced: no starts, actives quiesced and stopped.
     fenced: bool,
     /// Set once the fence reaction finished (every local component stopped); cleared when the
@@ -157,6 +175,9 @@ where
             inflight: HashSet::new(),
             lost_reported: HashSet::new(),
             fence_stopped: HashSet::new(),
+            beliefs: HashMap::new(),
+            correcting: HashSet::new(),
+            corrected_at: HashMap::new(),
             fenced: false,
             fence_done: Arc::default(),
             watchdogs: nines_watchdog::DeadlineTable::new(),
@@ -272,6 +293,9 @@ where
             Done::Directive(id) => {
                 self.inflight.remove(&id);
             }
+            Done::Correction(c) => {
+                self.correcting.remove(&c);
+            }
         }
     }
 
@@ -284,6 +308,7 @@ where
             }
         };
         self.shared.link.forget(&exit.component);
+        self.beliefs.remove(&exit.component);
         let Some(local) = local else {
             return;
         };
@@ -326,6 +351,18 @@ where
             LinkEvent::Kick { .. } => {} // handled in the loop, without a reconcile
             LinkEvent::Disconnected { component } => {
                 tracing::debug!(%component, "component session closed");
+                self.beliefs.remove(&component);
+            }
+            LinkEvent::Belief {
+                component,
+                believed,
+                lease_expired,
+            } => {
+                let belief = Belief {
+                    believed,
+                    lease_expired,
+                };
+                self.beliefs.insert(component, belief);
             }
             LinkEvent::ErrorReport {
                 component,
@@ -415,13 +452,7 @@ where
                     self.busy.insert(plan.name.clone());
                     self.lost_reported
                         .insert((plan.name.clone(), plan.incarnation));
-                    let held = view
-                        .held
-                        .iter()
-                        .filter(|h| h.csi.component == plan.name)
-                        .cloned()
-                        .collect();
-                    tasks::start(&self.shared, plan.clone(), held);
+                    tasks::start(&self.shared, plan.clone());
                 }
                 None => {
                     if plan.presence == Presence::Instantiated && !plan.should_run {
@@ -450,6 +481,40 @@ where
                 tasks::deliver(&self.shared, d.clone(), incarnations);
             }
         }
+        self.correct_beliefs(&view);
+    }
+
+    /// Compare what each registered local component believes with what this node's view says
+    /// it holds; where they differ and no directive is on its way to it, correct it (the task
+    /// confirms the difference on a linearizable read first).
+    fn correct_beliefs(&mut self, view: &NodeView) {
+        let now = tokio::time::Instant::now();
+        for (component, belief) in &self.beliefs {
+            if belief.lease_expired
+                || self.busy.contains(component)
+                || self.correcting.contains(component)
+                || self
+                    .corrected_at
+                    .get(component)
+                    .is_some_and(|t| now < *t + CORRECTION_PAUSE)
+            {
+                continue;
+            }
+            let directed = view
+                .directives
+                .iter()
+                .any(|d| d.targets.iter().any(|t| &t.component == component));
+            if directed || agreed_for(view, component) == belief.believed {
+                continue;
+            }
+            tracing::warn!(
+                %component, believed = ?belief.believed, agreed = ?agreed_for(view, component),
+                "a component's belief differs from the agreed state: correcting"
+            );
+            self.correcting.insert(component.clone());
+            self.corrected_at.insert(component.clone(), now);
+            tasks::correct(&self.shared, component.clone(), belief.believed.clone());
+        }
     }
 
     async fn report_lost(&mut self, plan: &crate::state::ComponentPlan) {
@@ -475,6 +540,15 @@ where
         };
         tasks::propose_in_background(&self.shared, cmd);
     }
+}
+
+/// What `view` says `component` holds: (si, csi) → (HA state, epoch).
+fn agreed_for(view: &NodeView, component: &str) -> Believed {
+    view.held
+        .iter()
+        .filter(|h| h.csi.component == component)
+        .map(|h| ((h.csi.si.clone(), h.csi.csi.clone()), (h.ha, h.epoch)))
+        .collect()
 }
 
 /// A component process left running by a previous run of this agent (it was spawned as its

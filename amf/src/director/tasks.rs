@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nines_consensus::StateMachine;
+use nines_consensus::{ReadMode, StateMachine};
 use tokio::sync::oneshot;
 
-use super::{now_ms, ComponentLink, Done, Invocation, Local, Shared, PROPOSE_TIMEOUT, RETRY_DELAY};
+use super::{
+    now_ms, Believed, ComponentLink, Done, Invocation, Local, Shared, PROPOSE_TIMEOUT, RETRY_DELAY,
+};
 use crate::policy::{HaState, MsgKind};
 use crate::process::{ProcessSpec, TerminateOutcome};
 use crate::state::{
@@ -135,15 +137,46 @@ fn env_of<M: StateMachine, L: ComponentLink>(
     env
 }
 
-/// Spawn the component, wait for its session, re-deliver the CSIs its SU holds, report.
+/// This node's view as the agreed state has it now: a linearizable read (the local replica may
+/// lag, and a directive or re-delivery taken from a lagging view can be stale). `None` when the
+/// cluster cannot answer (no leader, or this node is cut off): deliver nothing then.
+pub(super) async fn agreed_view<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Shared<M, L>,
+) -> Option<NodeView> {
+    let node = shared.cfg.node.clone();
+    match shared
+        .amf
+        .read(ReadMode::Linearizable, PROPOSE_TIMEOUT, move |s| {
+            s.node_view(&node)
+        })
+        .await
+    {
+        Ok(view) => Some(view),
+        Err(e) => {
+            tracing::warn!("cannot read the agreed state: {e}");
+            None
+        }
+    }
+}
+
+/// What `view` says `component` holds.
+fn held_by(view: &NodeView, component: &str) -> Vec<HeldCsi> {
+    view.held
+        .iter()
+        .filter(|h| h.csi.component == component)
+        .cloned()
+        .collect()
+}
+
+/// Spawn the component, wait for its session, deliver the CSIs the agreed state gives it (read
+/// after it registered, never remembered from before), report.
 pub(super) fn start<M: StateMachine + 'static, L: ComponentLink>(
     shared: &Arc<Shared<M, L>>,
     plan: ComponentPlan,
-    held: Vec<HeldCsi>,
 ) {
     let shared = shared.clone();
     tokio::spawn(async move {
-        let report = start_inner(&shared, &plan, held).await;
+        let report = start_inner(&shared, &plan).await;
         if matches!(report, PresenceReport::Instantiated { .. })
             && plan.def.healthcheck_period_ms > 0
         {
@@ -165,7 +198,6 @@ pub(super) fn start<M: StateMachine + 'static, L: ComponentLink>(
 async fn start_inner<M: StateMachine + 'static, L: ComponentLink>(
     shared: &Shared<M, L>,
     plan: &ComponentPlan,
-    held: Vec<HeldCsi>,
 ) -> PresenceReport {
     let env = env_of(shared, plan);
     let mut spec = ProcessSpec::new(plan.name.clone(), plan.def.instantiate.clone());
@@ -217,6 +249,23 @@ async fn start_inner<M: StateMachine + 'static, L: ComponentLink>(
         };
     }
     let cb_timeout = Duration::from_millis(plan.def.callback_timeout_ms);
+    // A CSI with a directive on its way is left to the directive.
+    let held = match agreed_view(shared).await {
+        Some(view) if view_wants(&view, plan) => {
+            let directed: Vec<(String, String)> = view
+                .directives
+                .iter()
+                .flat_map(|d| d.targets.iter())
+                .filter(|t| t.component == plan.name)
+                .map(|t| (t.si.clone(), t.csi.clone()))
+                .collect();
+            held_by(&view, &plan.name)
+                .into_iter()
+                .filter(|h| !directed.contains(&(h.csi.si.clone(), h.csi.csi.clone())))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     for h in held {
         let inv = Invocation::CsiSet {
             si: h.csi.si.clone(),
@@ -236,6 +285,13 @@ async fn start_inner<M: StateMachine + 'static, L: ComponentLink>(
         _ => pid,
     };
     PresenceReport::Instantiated { pid: app_pid }
+}
+
+/// Whether `view` still wants this incarnation of the component running.
+fn view_wants(view: &NodeView, plan: &ComponentPlan) -> bool {
+    view.components
+        .iter()
+        .any(|c| c.name == plan.name && c.incarnation == plan.incarnation && c.should_run)
 }
 
 /// AMF-invoked healthchecks: every period, while this process is the component's, ask it; a
@@ -365,7 +421,11 @@ pub(super) fn deliver<M: StateMachine + 'static, L: ComponentLink>(
     }
     let work = async move {
         let id = plan.directive.id;
-        let (ok, reason) = deliver_inner(&shared, &plan, &incarnations).await;
+        let Some((ok, reason)) = deliver_inner(&shared, &plan, &incarnations).await else {
+            // No longer what the agreed state says: nothing delivered, nothing to acknowledge.
+            let _ = shared.done.send(Done::Directive(id)).await;
+            return;
+        };
         tracing::Span::current().record("ok", ok);
         let m = &crate::telemetry::METRICS;
         let counter = if ok {
@@ -392,11 +452,27 @@ pub(super) fn deliver<M: StateMachine + 'static, L: ComponentLink>(
     tokio::spawn(tracing::Instrument::instrument(work, span));
 }
 
+/// Whether directive `plan` is still pending in the agreed state (a linearizable read), so that
+/// delivering it now says what the cluster says. `None`: the cluster could not answer.
+async fn still_pending<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Shared<M, L>,
+    plan: &DirectivePlan,
+) -> Option<bool> {
+    let view = agreed_view(shared).await?;
+    Some(
+        view.directives
+            .iter()
+            .any(|d| d.directive == plan.directive),
+    )
+}
+
+/// Deliver every target's callback; `None` when the directive is no longer pending in the
+/// agreed state at the moment of delivery (or that could not be confirmed): stale, not sent.
 async fn deliver_inner<M: StateMachine + 'static, L: ComponentLink>(
     shared: &Shared<M, L>,
     plan: &DirectivePlan,
     incarnations: &BTreeMap<String, u64>,
-) -> (bool, String) {
+) -> Option<(bool, String)> {
     let d = &plan.directive;
     let removing = matches!(
         d.kind,
@@ -409,6 +485,16 @@ async fn deliver_inner<M: StateMachine + 'static, L: ComponentLink>(
         }
         if !removing {
             wait_registered(shared, &t.component).await;
+        }
+        // Checked after any wait, right before the callback: a directive captured earlier (a
+        // lagging replica, a component that registered late) must still be the agreed one.
+        // Giving something up is always safe; taking a state on is not.
+        if !removing && still_pending(shared, plan).await != Some(true) {
+            tracing::warn!(
+                component = %t.component, id = d.id, si = %d.si, epoch = d.epoch,
+                "directive no longer pending in the agreed state: not delivered"
+            );
+            return None;
         }
         let inv = match d.kind {
             MsgKind::Remove => Invocation::CsiRemove {
@@ -452,11 +538,83 @@ async fn deliver_inner<M: StateMachine + 'static, L: ComponentLink>(
             }
             // Give the escalation time to act before this directive is tried again.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            return (false, reason);
+            return Some((false, reason));
         }
     }
-    (true, String::new())
+    Some((true, String::new()))
 }
+
+/// Correct `component`, which believes it holds `believed`, to what the agreed state gives it
+/// (read linearizably now): give up what it should not hold first, then take on what it should.
+/// Nothing is proposed: the component's next belief report shows the outcome, and a directive
+/// on its way to the component is left to do its work.
+pub(super) fn correct<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Arc<Shared<M, L>>,
+    component: String,
+    believed: Believed,
+) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        correct_inner(&shared, &component, &believed).await;
+        let _ = shared.done.send(Done::Correction(component)).await;
+    });
+}
+
+async fn correct_inner<M: StateMachine + 'static, L: ComponentLink>(
+    shared: &Shared<M, L>,
+    component: &str,
+    believed: &Believed,
+) {
+    let Some(view) = agreed_view(shared).await else {
+        return;
+    };
+    let directed = view
+        .directives
+        .iter()
+        .any(|d| d.targets.iter().any(|t| t.component == component));
+    if directed {
+        return;
+    }
+    let held = held_by(&view, component);
+    let mut invocations = Vec::new();
+    for (si, csi) in believed.keys() {
+        if !held.iter().any(|h| &h.csi.si == si && &h.csi.csi == csi) {
+            let inv = Invocation::CsiRemove {
+                si: si.clone(),
+                csi: csi.clone(),
+            };
+            invocations.push(inv);
+        }
+    }
+    // Demotions before promotions, so the component never holds more than it is given.
+    let mut held = held;
+    held.sort_by_key(|h| h.ha == HaState::Active);
+    for h in held {
+        let key = (h.csi.si.clone(), h.csi.csi.clone());
+        if believed.get(&key) == Some(&(h.ha, h.epoch)) {
+            continue;
+        }
+        invocations.push(Invocation::CsiSet {
+            si: h.csi.si.clone(),
+            csi: h.csi.csi.clone(),
+            ha: h.ha,
+            epoch: h.epoch,
+            descriptor: None,
+            attributes: h.csi.attributes.clone(),
+            active_component: None,
+        });
+    }
+    for inv in invocations {
+        tracing::warn!(%component, ?inv, "correcting the component to the agreed state");
+        if let Err(e) = shared.link.invoke(component, inv, CORRECTION_TIMEOUT).await {
+            tracing::warn!(%component, "correction failed: {e}");
+            return;
+        }
+    }
+}
+
+/// The bound on one correcting callback.
+const CORRECTION_TIMEOUT: Duration = Duration::from_millis(5_000);
 
 /// A component being (re)started registers soon; wait for it, bounded.
 async fn wait_registered<M: StateMachine + 'static, L: ComponentLink>(

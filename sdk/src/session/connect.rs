@@ -47,6 +47,7 @@ pub(crate) async fn open(
         msg: Some(component_message::Msg::Register(Register {
             component: component.to_string(),
             protocol_version: PROTOCOL_VERSION,
+            honours_lease: true,
         })),
     };
     first

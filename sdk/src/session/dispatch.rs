@@ -1,9 +1,13 @@
-//! The session's two tasks: the dispatcher reads the agent's messages and routes each invocation;
-//! the ordered worker runs CSI set / remove / terminate one at a time, in arrival order.
-//! Healthchecks run beside them (a few at once), so a long CSI set does not starve them.
+//! The session's two tasks: the dispatcher reads the agent's messages and routes each invocation
+//! (and lease grant); the ordered worker runs CSI set / remove / terminate one at a time, in
+//! arrival order, and the quiesce when the lease runs out. Healthchecks run beside them (a few at
+//! once), so a long CSI set does not starve them.
 //!
-//! When the session breaks, the dispatcher tells the callbacks at once and queues the lease's
-//! expiry behind the ordered work, so the SDK's own CSI set to QUIESCED never runs beside an
+//! After every change of what the component holds, the worker tells the agent (`Belief`), so the
+//! agent can compare it with the agreed state and correct it.
+//!
+//! When the session breaks, the dispatcher tells the callbacks at once and queues the end of the
+//! lease behind the ordered work, so the SDK's own CSI set to QUIESCED never runs beside an
 //! application's CSI callback. Invocations still queued then are dropped: their answers cannot
 //! reach the agent, and a CSI set run after the agent is gone would act unsupervised.
 
@@ -14,8 +18,8 @@ use std::{
 };
 
 use nines_proto::amf::v1::{
-    agent_message, component_message, invocation::Kind, AgentMessage, ComponentMessage, Invocation,
-    InvocationResponse,
+    agent_message, component_message, invocation::Kind, AgentMessage, Belief, BelievedCsi,
+    ComponentMessage, Invocation, InvocationResponse,
 };
 use tokio::{
     sync::{mpsc, watch},
@@ -24,7 +28,10 @@ use tokio::{
 };
 use tonic::Streaming;
 
-use super::{lease, Callbacks, CsiSet, HaState};
+use super::{
+    lease::{self, Lease},
+    Callbacks, CsiSet, HaState,
+};
 use crate::SdkError;
 
 /// Invocations queued to the ordered worker before the dispatcher stops reading (the agent bounds
@@ -41,8 +48,14 @@ pub(crate) enum Ordered {
     /// The session broke without a terminate: at `lease_expires`, quiesce what is held active
     /// and tell the callbacks the component is no longer supervised.
     AgentLost {
-        /// When the agent's lease, counted from the break, runs out.
+        /// When the last lease the agent granted runs out.
         lease_expires: Instant,
+    },
+    /// The lease ran out while the component held a CSI active (from the guard thread):
+    /// quiesce, then confirm expiry `expiry` to the guard.
+    LeaseExpired {
+        /// The guard's count of expiries handled.
+        expiry: u64,
     },
 }
 
@@ -53,6 +66,10 @@ pub(crate) struct Shared {
     pub component: String,
     /// (si, csi) → the HA state and epoch the callbacks last accepted.
     assignments: Mutex<BTreeMap<(String, String), (HaState, u64)>>,
+    /// SI → the highest epoch the callbacks accepted for it: an ACTIVE set at a lower epoch is a
+    /// stale directive and is refused. One entry per SI assigned to this component (bounded by
+    /// the model).
+    highest_epoch: Mutex<BTreeMap<String, u64>>,
     /// `None` while the session is open; then `Ok` (terminated) or why it broke.
     pub closed: watch::Sender<Option<Result<(), SdkError>>>,
 }
@@ -62,6 +79,7 @@ impl Shared {
         Self {
             component,
             assignments: Mutex::new(BTreeMap::new()),
+            highest_epoch: Mutex::new(BTreeMap::new()),
             closed: watch::channel(None).0,
         }
     }
@@ -77,6 +95,22 @@ impl Shared {
             .iter()
             .map(|((si, csi), (state, epoch))| (si.clone(), csi.clone(), *state, *epoch))
             .collect()
+    }
+
+    /// The highest epoch accepted for `si` (0 before any).
+    fn highest_epoch(&self, si: &str) -> u64 {
+        let highest = self.highest_epoch.lock().unwrap_or_else(|p| p.into_inner());
+        highest.get(si).copied().unwrap_or(0)
+    }
+
+    /// The callbacks accepted `state` at `epoch` for `key` (si, csi).
+    fn accept(&self, key: (String, String), state: HaState, epoch: u64) {
+        {
+            let mut highest = self.highest_epoch.lock().unwrap_or_else(|p| p.into_inner());
+            let e = highest.entry(key.0.clone()).or_insert(0);
+            *e = (*e).max(epoch);
+        }
+        self.assignments_mut().insert(key, (state, epoch));
     }
 
     /// Record that `si`/`csi` is now in `state` (its epoch unchanged), if it is still held.
@@ -123,7 +157,7 @@ pub(crate) async fn dispatch<C: Callbacks>(
     mut inbound: Streaming<AgentMessage>,
     ordered: mpsc::Sender<Ordered>,
     outbound: mpsc::Sender<ComponentMessage>,
-    lease_ms: u64,
+    lease: Arc<Lease>,
 ) {
     let mut healthchecks = JoinSet::new();
     let why = loop {
@@ -136,6 +170,15 @@ pub(crate) async fn dispatch<C: Callbacks>(
             Ok(Some(AgentMessage {
                 msg: Some(agent_message::Msg::Invocation(i)),
             })) => i,
+            Ok(Some(AgentMessage {
+                msg: Some(agent_message::Msg::Lease(grant)),
+            })) => {
+                if lease.renew(grant.deadline_mono_ns) {
+                    tracing::info!(component = %shared.component, "lease from the agent renewed");
+                    send_belief(&outbound, &shared, &lease).await;
+                }
+                continue;
+            }
             Ok(Some(other)) => {
                 tracing::warn!(?other, "unexpected message from the agent: ignored");
                 continue;
@@ -173,8 +216,10 @@ pub(crate) async fn dispatch<C: Callbacks>(
         shared.component
     ));
     if shared.close(Err(lost)) {
-        let lease_expires = Instant::now() + Duration::from_millis(lease_ms);
-        tracing::warn!(component = %shared.component, %why, lease_ms, "agent lost");
+        let left_ns = lease.deadline_ns().saturating_sub(lease::mono_now_ns());
+        let lease_expires = Instant::now() + Duration::from_nanos(left_ns);
+        let lease_left_ms = left_ns / 1_000_000;
+        tracing::warn!(component = %shared.component, %why, lease_left_ms, "agent lost");
         callbacks.agent_lost();
         if ordered
             .send(Ordered::AgentLost { lease_expires })
@@ -193,9 +238,18 @@ pub(crate) async fn run_ordered<C: Callbacks>(
     shared: Arc<Shared>,
     mut queue: mpsc::Receiver<Ordered>,
     outbound: mpsc::Sender<ComponentMessage>,
+    lease: Arc<Lease>,
 ) {
+    send_belief(&outbound, &shared, &lease).await;
     while let Some(work) = queue.recv().await {
         let invocation = match work {
+            Ordered::LeaseExpired { expiry } => {
+                if lease::quiesce_held(&*callbacks, &shared, lease.quiesce_bound()).await {
+                    lease.confirm(expiry);
+                }
+                send_belief(&outbound, &shared, &lease).await;
+                continue;
+            }
             Ordered::Invocation(i) if !shared.supervised() => {
                 tracing::warn!(
                     component = %shared.component, id = i.id,
@@ -205,12 +259,12 @@ pub(crate) async fn run_ordered<C: Callbacks>(
             }
             Ordered::Invocation(i) => i,
             Ordered::AgentLost { lease_expires } => {
-                lease::expire(&*callbacks, &shared, lease_expires).await;
+                lease::expire(&*callbacks, &shared, &lease, lease_expires).await;
                 continue;
             }
         };
         let result = match invocation.kind {
-            Some(Kind::CsiSet(wire)) => csi_set(&*callbacks, &shared, wire).await,
+            Some(Kind::CsiSet(wire)) => csi_set(&*callbacks, &shared, &lease, wire).await,
             Some(Kind::CsiRemove(r)) => {
                 let result = callbacks.csi_remove(&r.si, &r.csi).await;
                 if result.is_ok() {
@@ -223,26 +277,80 @@ pub(crate) async fn run_ordered<C: Callbacks>(
                 if result.is_ok() {
                     // Settled before answering: the agent may close the session on the answer.
                     shared.close(Ok(()));
+                    // The component released everything: nothing is left for the lease to stop.
+                    lease.stop();
                 }
                 result
             }
             Some(Kind::Healthcheck(h)) => callbacks.healthcheck(&h.key).await,
             None => Err("the invocation has no kind this SDK knows; upgrade the SDK".to_string()),
         };
+        let changed = result.is_ok();
         respond(&outbound, invocation.id, result).await;
+        if changed {
+            send_belief(&outbound, &shared, &lease).await;
+        }
     }
 }
+
+/// How long an ACTIVE CSI set waits for a lease renewal when the lease has run out (a grant is
+/// normally a heartbeat interval away; an agent that cannot renew is fenced).
+const ACTIVE_WAITS_FOR_LEASE_MS: u64 = 1_000;
 
 async fn csi_set<C: Callbacks>(
     callbacks: &C,
     shared: &Shared,
+    lease: &Lease,
     wire: nines_proto::amf::v1::CsiSet,
 ) -> Result<(), String> {
     let set = CsiSet::from_proto(wire)?;
     let (key, state, epoch) = ((set.si.clone(), set.csi.clone()), set.ha_state, set.epoch);
+    if state == HaState::Active {
+        let highest = shared.highest_epoch(&set.si);
+        if epoch < highest {
+            tracing::error!(
+                component = %shared.component, si = %set.si, epoch, highest,
+                "stale ACTIVE directive refused"
+            );
+            return Err(format!(
+                "stale directive refused: ACTIVE for SI {} at epoch {epoch}, but this component                  already accepted epoch {highest} for it",
+                set.si
+            ));
+        }
+        let wait = Duration::from_millis(ACTIVE_WAITS_FOR_LEASE_MS);
+        if !lease.wait_valid(wait).await {
+            return Err(format!(
+                "cannot take ACTIVE for SI {}: this component's lease from the agent has run out                  and was not renewed within {ACTIVE_WAITS_FOR_LEASE_MS} ms (is the node fenced?)",
+                set.si
+            ));
+        }
+    }
     callbacks.csi_set(set).await?;
-    shared.assignments_mut().insert(key, (state, epoch));
+    shared.accept(key, state, epoch);
     Ok(())
+}
+
+/// Tell the agent what the component now holds.
+async fn send_belief(outbound: &mpsc::Sender<ComponentMessage>, shared: &Shared, lease: &Lease) {
+    let csis = shared
+        .assignments()
+        .into_iter()
+        .map(|(si, csi, state, epoch)| BelievedCsi {
+            si,
+            csi,
+            ha_state: state.to_proto() as i32,
+            epoch,
+        })
+        .collect();
+    let msg = ComponentMessage {
+        msg: Some(component_message::Msg::Belief(Belief {
+            csis,
+            lease_expired: !lease.is_valid(),
+        })),
+    };
+    if outbound.send(msg).await.is_err() {
+        tracing::debug!("belief not sent: the session is closed");
+    }
 }
 
 /// Answer invocation `id`. An answer that cannot be sent is dropped: the session is gone, and the

@@ -13,9 +13,18 @@
 //! increment, and the session sends the count to the agent a few times per watchdog period. Kick
 //! from the work itself, never from a timer task, or a stuck loop is not caught.
 //!
+//! **The component's lease.** The agent grants the session a deadline, renewed each time its own
+//! node lease is renewed. When the deadline passes without renewal — the agent paused, hung, cut
+//! off from the cluster, or its node fenced — the SDK stops the component acting as active on its
+//! own, with no help from the agent: it sets every CSI held active to QUIESCED through
+//! [`Callbacks::csi_set`], refuses checkpoint writes under the epochs it holds, and, if the
+//! quiesce has not returned within the agent's reaction bound, ends the process
+//! ([`LeaseExpiry`]; [`Session::set_lease_expiry`]). The deadline falls before the earliest moment
+//! the cluster may make another component active in its place. Once the lease is renewed, the
+//! agent re-delivers the assignment if the cluster still gives it to this component.
+//!
 //! If the agent goes away without terminating the component, [`Callbacks::agent_lost`] is called
-//! at once; once the agent's lease ([`Session::lease_ms`]) has passed, the SDK sets every CSI
-//! still held active to QUIESCED through [`Callbacks::csi_set`] and calls
+//! at once; once the lease runs out, the SDK quiesces as above and calls
 //! [`Callbacks::supervision_lost`]: the component is no longer supervised and should exit.
 //!
 //! ```no_run
@@ -68,12 +77,15 @@ use nines_proto::amf::v1::{
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use callbacks::Callbacks;
+pub(crate) use lease::write_refusal;
+pub use lease::LeaseExpiry;
 pub use types::{CsiSet, Descriptor, HaState, Recovery};
 pub use watchdog::Kicker;
 pub use watchdog::Progress;
 
 use crate::SdkError;
 use dispatch::Shared;
+use lease::Lease;
 
 /// The environment variable holding the agent's socket path (set by the agent).
 pub const SOCKET_ENV: &str = "NINES_SOCKET";
@@ -85,15 +97,17 @@ const OUTBOUND_QUEUE_LEN: usize = 64;
 /// How long sending an error report or a healthcheck confirmation may wait for queue room.
 const SEND_TIMEOUT_MS: u64 = 5_000;
 
-/// A registered component session. Dropping it closes the session (the agent sees the component
 /// Pause between registrations refused because the agent has not recorded the process yet.
 const REGISTER_RACE_PAUSE: Duration = Duration::from_millis(20);
 /// Such refusals retried by [`Session::connect`] (about 3 s in all).
 const REGISTER_RACE_RETRIES: u32 = 150;
 
-/// disconnect) and stops its callbacks.
+/// A registered component session. Dropping it closes the session (the agent sees the component
+/// disconnect) and stops its callbacks; the component then holds nothing it may act on.
 pub struct Session {
     shared: Arc<Shared>,
+    /// The component's lease (watched by its own guard thread).
+    lease: Arc<Lease>,
     node: String,
     lease_ms: u64,
     /// The component's watchdog period from the agent (0 = none).
@@ -121,6 +135,7 @@ impl Drop for Session {
         for task in &self.tasks {
             task.abort();
         }
+        self.lease.stop();
     }
 }
 
@@ -193,28 +208,38 @@ impl Session {
                 Err(e) => return Err(e),
             }
         };
+        let Registered {
+            node,
+            lease_ms,
+            watchdog_ms,
+            lease_deadline_mono_ns,
+            lease_reaction_ms,
+            ..
+        } = opened.registered;
         let shared = Arc::new(Shared::new(component.to_string()));
+        let lease = Lease::new(component, lease_deadline_mono_ns, lease_reaction_ms);
+        lease::register(&lease, &shared);
         let callbacks = Arc::new(callbacks);
         let (ordered, queue) = mpsc::channel(dispatch::ORDERED_QUEUE_LEN);
+        lease::spawn_guard(lease.clone(), shared.clone(), ordered.clone()).map_err(|e| {
+            SdkError::Unavailable(format!(
+                "component {component}: cannot start the lease guard thread: {e}"
+            ))
+        })?;
         let worker = tokio::spawn(dispatch::run_ordered(
             callbacks.clone(),
             shared.clone(),
             queue,
             outbound.clone(),
+            lease.clone(),
         ));
-        let Registered {
-            node,
-            lease_ms,
-            watchdog_ms,
-            ..
-        } = opened.registered;
         let dispatcher = tokio::spawn(dispatch::dispatch(
             callbacks,
             shared.clone(),
             opened.inbound,
             ordered,
             outbound.clone(),
-            lease_ms,
+            lease.clone(),
         ));
         let kicks = Arc::new(AtomicU64::new(0));
         let flusher = tokio::spawn(watchdog::flush(
@@ -226,6 +251,7 @@ impl Session {
         tracing::info!(component, %node, lease_ms, watchdog_ms, "component session registered");
         Ok(Session {
             shared,
+            lease,
             node,
             lease_ms,
             watchdog_ms,
@@ -245,9 +271,22 @@ impl Session {
         &self.node
     }
 
-    /// The agent's lease: how long the component may keep acting active after losing its agent.
+    /// The agent's node lease: the longest the component's lease runs past the agent's last
+    /// contact with a quorum of the cluster.
     pub fn lease_ms(&self) -> u64 {
         self.lease_ms
+    }
+
+    /// Whether the component's lease from the agent is valid now: while it is not, the component
+    /// must not act as active (the SDK quiesces it and refuses its fenced checkpoint writes).
+    pub fn lease_valid(&self) -> bool {
+        self.lease.is_valid()
+    }
+
+    /// What the SDK does when the lease runs out and the quiesce does not return in time:
+    /// [`LeaseExpiry::EndProcess`] (the default) or [`LeaseExpiry::QuiesceOnly`].
+    pub fn set_lease_expiry(&self, action: LeaseExpiry) {
+        self.lease.set_action(action);
     }
 
     /// The component's watchdog period, from the agent: it expects kicks ([`Session::kicker`])

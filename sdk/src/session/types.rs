@@ -28,6 +28,16 @@ impl HaState {
         }
     }
 
+    /// The wire form.
+    pub(crate) fn to_proto(self) -> pb::HaState {
+        match self {
+            HaState::Active => pb::HaState::Active,
+            HaState::Standby => pb::HaState::Standby,
+            HaState::Quiescing => pb::HaState::Quiescing,
+            HaState::Quiesced => pb::HaState::Quiesced,
+        }
+    }
+
     fn from_proto(v: i32) -> Result<Self, String> {
         match pb::HaState::try_from(v) {
             Ok(pb::HaState::Active) => Ok(HaState::Active),
