@@ -27,6 +27,7 @@ mod node_watchdog;
 mod server;
 mod session;
 mod state;
+mod switchover;
 pub mod telemetry;
 
 pub use amf_service::{parse_model, status_proto};

@@ -207,6 +207,23 @@ impl Membership for MembershipService {
         } else {
             r.timeout_ms.min(60_000)
         });
+        // A planned leave is a switchover: the node's SUs are locked out of service gracefully
+        // (actives quiesced before their standbys take over) before it leaves; leaving first
+        // would make the standbys active at once beside the still-running actives.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let switched = crate::switchover::switch_over(&self.proposer, r.node, deadline)
+            .await
+            .map_err(|why| {
+                Status::deadline_exceeded(format!("drain of node {} not done: {why}", r.node))
+            })?;
+        tracing::info!(
+            node = r.node,
+            ?switched,
+            "drain: switched over; the node now leaves"
+        );
+        let timeout = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(std::time::Duration::from_millis(500));
         let cmd = Command::Membership(MembershipCommand::Leave { node: r.node });
         match self
             .proposer

@@ -71,9 +71,12 @@ pub enum AgentError {
     Server(String),
 }
 
-/// Run an agent until `shutdown` fires (then drain and return `Ok`), the node is removed from the
-/// cluster (`Ok`), or a fatal error stops it (`Err`).
-pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), AgentError> {
+/// Run an agent until `requested` fires (then switch its assignments over, drain and return
+/// `Ok`), the node is removed from the cluster (`Ok`), or a fatal error stops it (`Err`).
+pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), AgentError> {
+    // Everything below stops on `shutdown`, which fires only once a requested stop has switched
+    // this node's assignments over (or given up trying).
+    let (stop_all, mut shutdown) = Shutdown::new();
     let raft_dir = datadir::prepare(&cfg.data_dir).map_err(AgentError::DataDir)?;
     let store = SledLogStore::open(&raft_dir).map_err(|e| {
         AgentError::DataDir(format!(
@@ -118,6 +121,19 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
     let started = start(node_cfg, store, state, transport, node_signal)?;
     let proposer = started.proposer;
     let proposer_for_services = proposer.clone();
+    tokio::spawn(crate::switchover::planned_stop(
+        requested,
+        proposer.clone(),
+        cfg.node_id,
+        cfg.data_dir.clone(),
+        stop_all,
+    ));
+    tokio::spawn(crate::switchover::unlock_after_planned_stop(
+        proposer.clone(),
+        cfg.node_id,
+        cfg.data_dir.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(
         node = cfg.node_id,
         name = %cfg.name,
@@ -184,7 +200,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         events,
     });
     let amf_handle = crate::state::amf_handle(proposer_for_services.clone());
-    let (director, watchdogs, fence_done) = start_director(
+    let (director, (watchdogs, beliefs), fence_done) = start_director(
         &cfg,
         amf_handle.clone(),
         amf_changed_rx,
@@ -193,10 +209,12 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
         &shutdown,
     );
     let watchdogs_for_metrics = watchdogs.clone();
+    let beliefs_for_metrics = beliefs.clone();
     let amf = AmfServer::new(crate::amf_service::AmfService {
         amf: amf_handle.clone(),
         node: cfg.name.clone(),
         watchdogs,
+        beliefs,
     })
     .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
@@ -236,6 +254,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: ShutdownSignal) -> Result<(), A
             proposer: proposer_for_services.clone(),
             heartbeat: shared_health_for_metrics,
             watchdogs: watchdogs_for_metrics,
+            beliefs: beliefs_for_metrics,
         };
         tokio::spawn(crate::metrics::serve(l, sources, shutdown.clone()));
     }
@@ -320,7 +339,10 @@ fn start_director(
     shutdown: &ShutdownSignal,
 ) -> (
     tokio::task::JoinHandle<()>,
-    nines_amf::director::WatchdogViews,
+    (
+        nines_amf::director::WatchdogViews,
+        nines_amf::director::BeliefViews,
+    ),
     std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     use nines_amf::director::{Director, DirectorConfig, DirectorInputs};
@@ -366,7 +388,7 @@ fn start_director(
         link_events,
         fenced,
     };
-    let views = director.watchdog_views();
+    let views = (director.watchdog_views(), director.belief_views());
     let fence_done = director.fence_done();
     (
         tokio::spawn(director.run(inputs, shutdown.clone())),

@@ -316,7 +316,10 @@ enum NodeCmd {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Mark a member as leaving (planned): it is reported `left`, never as a failure.
+    /// Take a member out by plan, as a switchover: its SUs are locked out of service gracefully
+    /// (each active quiesced before its standby takes over), then it leaves (reported `left`,
+    /// never as a failure) and its agent stops its components. Fails, leaving the node locked
+    /// and nothing moved abruptly, if its assignments have not moved within the client timeout.
     ///
     /// Example: nines admin node drain --id 3
     Drain {

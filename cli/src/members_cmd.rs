@@ -63,7 +63,10 @@ pub async fn drain(node: u64, endpoints: &[String], format: Format) -> anyhow::R
         Format::Json => println!("{}", view_json(&view)),
         Format::Table => {
             let who = node_label(node, &view, None);
-            println!("drained {who}: it is reported left, not as a failure");
+            println!(
+                "drained {who}: its assignments moved away gracefully; it is reported left, not \
+                 as a failure"
+            );
             println!("{}", view_table(&view));
         }
     }
