@@ -8,8 +8,9 @@ use nines_consensus::ReadMode;
 use nines_core::{limits, AisError, ErrorCode};
 use nines_proto::amf::v1::{
     amf_server::Amf, AdminReply, AdminRequest, AmfStatusReply, AmfStatusRequest, ApplyModelReply,
-    ApplyModelRequest, AssignmentStatus, ComponentStatus, ComponentWatchdog, HistoryEntry,
-    SiStatus, SuStatus, WatchdogsReply, WatchdogsRequest,
+    ApplyModelRequest, AssignmentStatus, BeliefsReply, BeliefsRequest, BelievedAssignment,
+    ComponentBelief, ComponentStatus, ComponentWatchdog, HistoryEntry, SiStatus, SuStatus,
+    WatchdogsReply, WatchdogsRequest,
 };
 use nines_proto::status_from_ais;
 use tonic::{Request, Response, Status};
@@ -26,6 +27,8 @@ pub(crate) struct AmfService {
     pub(crate) node: String,
     /// This node's component watchdogs (from the director).
     pub(crate) watchdogs: nines_amf::director::WatchdogViews,
+    /// This node's components' beliefs (from the director).
+    pub(crate) beliefs: nines_amf::director::BeliefViews,
 }
 
 fn timeout() -> Duration {
@@ -128,6 +131,32 @@ impl Amf for AmfService {
         }))
     }
 
+    async fn beliefs(&self, _: Request<BeliefsRequest>) -> Result<Response<BeliefsReply>, Status> {
+        let views = self.beliefs.lock().expect("belief views lock").clone();
+        Ok(Response::new(BeliefsReply {
+            node: self.node.clone(),
+            components: views
+                .into_iter()
+                .map(|(component, v)| ComponentBelief {
+                    component,
+                    assignments: v
+                        .believed
+                        .into_iter()
+                        .map(|((si, csi), (ha, epoch))| BelievedAssignment {
+                            si,
+                            csi,
+                            ha_state: ha_name(ha).to_string(),
+                            epoch,
+                        })
+                        .collect(),
+                    lease_expired: v.lease_expired,
+                    agrees: v.agrees,
+                    differs_for_ms: v.differs_for_ms,
+                })
+                .collect(),
+        }))
+    }
+
     async fn admin(&self, req: Request<AdminRequest>) -> Result<Response<AdminReply>, Status> {
         let r = req.into_inner();
         let op = AdminOp::parse(&r.operation).ok_or_else(|| {
@@ -172,6 +201,17 @@ impl Amf for AmfService {
                 format!("unexpected answer to an admin operation: {other:?}"),
             ))),
         }
+    }
+}
+
+/// An HA state as the status names it.
+fn ha_name(ha: nines_amf::policy::HaState) -> &'static str {
+    use nines_amf::policy::HaState;
+    match ha {
+        HaState::Active => "active",
+        HaState::Standby => "standby",
+        HaState::Quiescing => "quiescing",
+        HaState::Quiesced => "quiesced",
     }
 }
 

@@ -40,6 +40,8 @@ pub(crate) struct Sources {
     pub heartbeat: Arc<Mutex<LocalHealth>>,
     /// The local component watchdogs.
     pub watchdogs: nines_amf::director::WatchdogViews,
+    /// The local components' beliefs.
+    pub beliefs: nines_amf::director::BeliefViews,
 }
 
 /// Serve scrapes on `listener` until `shutdown`.
@@ -163,6 +165,7 @@ pub(crate) async fn render(sources: &Sources) -> String {
     }
     render_counters(&mut t);
     render_watchdogs(&mut t, sources);
+    render_beliefs(&mut t, sources);
     t.0
 }
 
@@ -472,6 +475,34 @@ fn render_counters(t: &mut Text) {
         "nines_watchdog_expiries_total",
         "Component watchdogs that expired on this node.",
         a.watchdog_expiries.get(),
+    );
+}
+
+fn render_beliefs(t: &mut Text, sources: &Sources) {
+    let views = sources.beliefs.lock().expect("belief views lock").clone();
+    t.gauge(
+        "nines_amf_belief_mismatches",
+        "Local components whose belief (what they hold, as they report it) differs from the \
+         agreed state.",
+        views.values().filter(|v| !v.agrees).count(),
+    );
+    t.gauge(
+        "nines_amf_belief_alarms",
+        "Local components whose belief has differed from the agreed state for over a second.",
+        views
+            .values()
+            .filter(|v| v.differs_for_ms >= nines_amf::director::BELIEF_ALARM_MS)
+            .count(),
+    );
+    t.gauge(
+        "nines_amf_lease_expired_components",
+        "Local components whose lease from this agent has run out.",
+        views.values().filter(|v| v.lease_expired).count(),
+    );
+    t.counter(
+        "nines_amf_belief_corrections_total",
+        "Corrections of local components whose belief differed from the agreed state.",
+        nines_amf::telemetry::METRICS.belief_corrections.get(),
     );
 }
 

@@ -49,6 +49,8 @@ pub struct AmfMetrics {
     pub callbacks_ok: Counter,
     /// See `callbacks_ok`.
     pub callbacks_failed: Counter,
+    /// Corrections of a local component whose belief differed from the agreed state.
+    pub belief_corrections: Counter,
 }
 
 /// This process's AMF metrics.
@@ -66,6 +68,7 @@ pub static METRICS: AmfMetrics = AmfMetrics {
     watchdog_expiries: Counter::new(),
     callbacks_ok: Counter::new(),
     callbacks_failed: Counter::new(),
+    belief_corrections: Counter::new(),
 };
 
 /// The id that links a fault's spans: `component#incarnation`.

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use nines_proto::amf::v1::{
     amf_client::AmfClient, AdminRequest, AmfStatusReply, AmfStatusRequest, ApplyModelRequest,
-    ComponentStatus, WatchdogsRequest,
+    BeliefsRequest, ComponentBelief, ComponentStatus, WatchdogsRequest,
 };
 use serde_json::{json, Value};
 use tonic::transport::{Channel, Endpoint};
@@ -71,27 +71,51 @@ pub async fn fetch_status(endpoints: &[String], stale: bool) -> anyhow::Result<A
 /// Node-local component watchdogs, by component: (period ms, last kick age ms, expired).
 pub type Watchdogs = BTreeMap<String, (u64, u64, bool)>;
 
-/// Every reachable agent's component watchdogs (each agent knows only its own components).
-pub async fn fetch_watchdogs(endpoints: &[String]) -> Watchdogs {
+/// Node-local component beliefs, by component (what each component says it holds).
+pub type Beliefs = BTreeMap<String, ComponentBelief>;
+
+/// What only each component's own agent knows: its watchdog and its belief.
+#[derive(Debug, Clone, Default)]
+pub struct NodeLocal {
+    /// Watchdogs, by component.
+    pub watchdogs: Watchdogs,
+    /// Beliefs, by component.
+    pub beliefs: Beliefs,
+}
+
+/// Every reachable agent's component watchdogs and beliefs (each agent knows only its own
+/// components; an agent that does not answer within a second is left out).
+pub async fn fetch_node_local(endpoints: &[String]) -> NodeLocal {
     let mut handles = Vec::new();
     for ep in endpoints {
         let ep = ep.clone();
         handles.push(tokio::spawn(async move {
             let mut c = connect(&ep).ok()?;
-            let req = tonic::Request::new(WatchdogsRequest {});
-            tokio::time::timeout(Duration::from_secs(1), c.watchdogs(req))
+            let wait = Duration::from_secs(1);
+            let wd = tokio::time::timeout(wait, c.watchdogs(WatchdogsRequest {}))
                 .await
-                .ok()?
                 .ok()
-                .map(|r| r.into_inner())
+                .and_then(Result::ok)
+                .map(|r| r.into_inner());
+            let beliefs = tokio::time::timeout(wait, c.beliefs(BeliefsRequest {}))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|r| r.into_inner());
+            Some((wd, beliefs))
         }));
     }
-    let mut out = Watchdogs::new();
+    let mut out = NodeLocal::default();
     for h in handles {
-        if let Ok(Some(reply)) = h.await {
-            for c in reply.components {
-                out.insert(c.name, (c.watchdog_ms, c.last_kick_age_ms, c.expired));
-            }
+        let Ok(Some((wd, beliefs))) = h.await else {
+            continue;
+        };
+        for c in wd.map(|r| r.components).unwrap_or_default() {
+            out.watchdogs
+                .insert(c.name, (c.watchdog_ms, c.last_kick_age_ms, c.expired));
+        }
+        for b in beliefs.map(|r| r.components).unwrap_or_default() {
+            out.beliefs.insert(b.component.clone(), b);
         }
     }
     out
@@ -100,12 +124,37 @@ pub async fn fetch_watchdogs(endpoints: &[String]) -> Watchdogs {
 /// `nines amf status`.
 pub async fn status(endpoints: &[String], stale: bool, format: Format) -> anyhow::Result<()> {
     let st = fetch_status(endpoints, stale).await?;
-    let wd = fetch_watchdogs(endpoints).await;
+    let local = fetch_node_local(endpoints).await;
     match format {
-        Format::Json => println!("{}", status_json(&st, &wd)),
-        Format::Table => println!("{}", status_table(&st, &wd)),
+        Format::Json => println!("{}", status_json(&st, &local)),
+        Format::Table => println!("{}", status_table(&st, &local)),
     }
     Ok(())
+}
+
+/// A component's belief in a few words: `active@5`, `standby@4, quiesced@5`, `-` (none held),
+/// with `lease out` when its lease ran out and `DIFFERS (N ms)` when it does not match the
+/// agreed state.
+fn belief_word(b: Option<&ComponentBelief>) -> String {
+    let Some(b) = b else {
+        return "?".into();
+    };
+    let mut w: Vec<String> = b
+        .assignments
+        .iter()
+        .map(|a| format!("{}@{}", a.ha_state, a.epoch))
+        .collect();
+    if w.is_empty() {
+        w.push("-".into());
+    }
+    let mut out = w.join(", ");
+    if b.lease_expired {
+        out.push_str(" (lease out)");
+    }
+    if !b.agrees {
+        out.push_str(&format!(" DIFFERS ({} ms)", b.differs_for_ms));
+    }
+    out
 }
 
 fn watchdog_word(c: &ComponentStatus, wd: &Watchdogs) -> (&'static str, Option<u64>) {
@@ -166,8 +215,11 @@ pub async fn history(endpoints: &[String], format: Format) -> anyhow::Result<()>
 }
 
 /// The JSON form, with each component's `watchdog` ("ok" | "expired" | "off" | "-" when not
-/// running), `watchdog_ms` and `last_kick_age_ms` (null when unknown).
-pub fn status_json(st: &AmfStatusReply, wd: &Watchdogs) -> Value {
+/// running), `watchdog_ms` and `last_kick_age_ms` (null when unknown), and its `belief` (what
+/// it says it holds, `lease_expired`, `agrees` with the agreed state, `differs_for_ms`; null
+/// when its agent did not say); `belief_mismatches` lists the components that differ.
+pub fn status_json(st: &AmfStatusReply, local: &NodeLocal) -> Value {
+    let wd = &local.watchdogs;
     let mut v = status_json_core(st);
     if let Some(comps) = v["components"].as_array_mut() {
         for (j, c) in comps.iter_mut().zip(&st.components) {
@@ -175,8 +227,25 @@ pub fn status_json(st: &AmfStatusReply, wd: &Watchdogs) -> Value {
             j["watchdog"] = json!(word);
             j["last_kick_age_ms"] = json!(age);
             j["watchdog_ms"] = json!(wd.get(&c.name).map(|w| w.0));
+            j["belief"] = match local.beliefs.get(&c.name) {
+                None => Value::Null,
+                Some(b) => json!({
+                    "assignments": b.assignments.iter().map(|a| json!({
+                        "si": a.si, "csi": a.csi, "ha_state": a.ha_state, "epoch": a.epoch,
+                    })).collect::<Vec<_>>(),
+                    "lease_expired": b.lease_expired,
+                    "agrees": b.agrees,
+                    "differs_for_ms": b.differs_for_ms,
+                }),
+            };
         }
     }
+    v["belief_mismatches"] = json!(local
+        .beliefs
+        .values()
+        .filter(|b| !b.agrees)
+        .map(|b| b.component.clone())
+        .collect::<Vec<_>>());
     v
 }
 
@@ -216,8 +285,10 @@ fn status_json_core(st: &AmfStatusReply) -> Value {
     })
 }
 
-/// The table form, with each component's watchdog and last kick age.
-pub fn status_table(st: &AmfStatusReply, wd: &Watchdogs) -> String {
+/// The table form, with each component's watchdog and last kick age, and its belief; a last
+/// line names every component whose belief differs from the agreed state.
+pub fn status_table(st: &AmfStatusReply, local: &NodeLocal) -> String {
+    let wd = &local.watchdogs;
     if st.empty {
         return "no AMF model is applied; apply one with `nines admin model apply FILE`".into();
     }
@@ -282,11 +353,31 @@ pub fn status_table(st: &AmfStatusReply, wd: &Watchdogs) -> String {
                     (word, Some(age)) => format!("{word} ({age} ms ago)"),
                     (word, None) => word.to_string(),
                 },
+                if c.running {
+                    belief_word(local.beliefs.get(&c.name))
+                } else {
+                    "-".into()
+                },
             ]
         })
         .collect();
+    let differ: Vec<String> = local
+        .beliefs
+        .values()
+        .filter(|b| !b.agrees)
+        .map(|b| format!("{} ({})", b.component, belief_word(Some(b))))
+        .collect();
+    let beliefs = match differ.is_empty() {
+        true => "beliefs: every component that reported agrees with the agreed state".to_string(),
+        false => format!(
+            "beliefs: ALARM: {} differ from the agreed state (their agents are correcting \
+             them): {}",
+            differ.len(),
+            differ.join("; ")
+        ),
+    };
     format!(
-        "{}\n\n{}\n\n{}",
+        "{}\n\n{}\n\n{}\n{beliefs}",
         table(&["SI", "SG", "STATE", "ASSIGNMENTS"], &sis),
         table(&["SU", "SG", "NODE", "ADMIN", "OPER", "READINESS"], &sus),
         table(
@@ -298,7 +389,8 @@ pub fn status_table(st: &AmfStatusReply, wd: &Watchdogs) -> String {
                 "PRESENCE",
                 "READINESS",
                 "RESTARTS",
-                "WATCHDOG (LAST KICK)"
+                "WATCHDOG (LAST KICK)",
+                "BELIEF"
             ],
             &comps
         )

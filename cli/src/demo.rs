@@ -115,8 +115,8 @@ async fn counter_value(eps: &[String]) -> anyhow::Result<u64> {
 async fn print_status(eps: &[String]) {
     match amf_cmd::fetch_status(eps, false).await {
         Ok(st) => {
-            let wd = amf_cmd::fetch_watchdogs(eps).await;
-            for line in amf_cmd::status_table(&st, &wd).lines() {
+            let local = amf_cmd::fetch_node_local(eps).await;
+            for line in amf_cmd::status_table(&st, &local).lines() {
                 println!("  {line}");
             }
         }

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 pub use link::{Believed, ComponentLink, Invocation, LinkEvent};
 
+use crate::policy::HaState;
 use crate::process::{Exit, Supervisor};
 use crate::state::{AmfCommand, AmfResponse, AmfState, NodeView, Presence, Recovery};
 
@@ -86,6 +87,27 @@ pub struct WatchdogView {
 /// This node's component watchdogs, by component (shared with the agent's status service).
 pub type WatchdogViews = Arc<std::sync::Mutex<BTreeMap<String, WatchdogView>>>;
 
+/// A local component's belief as `nines amf status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeliefView {
+    /// What it holds, as it reported: (si, csi) → (HA state, epoch).
+    pub believed: Believed,
+    /// Its lease from the agent has run out.
+    pub lease_expired: bool,
+    /// Whether it matches this node's view of the agreed state (a directive on its way counts
+    /// as agreeing: the component is being told).
+    pub agrees: bool,
+    /// How long it has differed (0 when it agrees).
+    pub differs_for_ms: u64,
+}
+
+/// This node's components' beliefs, by component (shared with the status service and metrics).
+pub type BeliefViews = Arc<std::sync::Mutex<BTreeMap<String, BeliefView>>>;
+
+/// How long a belief may differ from the agreed state before it is an alarm (a correction
+/// normally lands within one reconcile and a callback).
+pub const BELIEF_ALARM_MS: u64 = 1_000;
+
 /// A finished task's news for the loop.
 #[derive(Debug)]
 enum Done {
@@ -133,13 +155,15 @@ pub struct Director<M: StateMachine, L: ComponentLink> {
     /// lost: only an incarnation it never handled can be a process left by a previous run (the
     /// local view may lag its own reports, so "instantiated but not here" alone proves nothing).
     lost_reported: HashSet<(String, u64)>,
-    /// Components the fence stopped, not yet reported gone.
-    fence_stopped: HashSet<String>,
     /// What each registered local component last said it believes.
     beliefs: HashMap<String, Belief>,
     /// Components whose belief is being corrected, and when each correction last started.
     correcting: HashSet<String>,
     corrected_at: HashMap<String, tokio::time::Instant>,
+    /// Since when each component's belief has differed from the agreed state, and whether that
+    /// was alarmed yet (once per difference).
+    differs_since: HashMap<String, (tokio::time::Instant, bool)>,
+    beliefs_view: BeliefViews,
     /// Fenced: no starts, actives quiesced and stopped.
     fenced: bool,
     /// Set once the fence reaction finished (every local component stopped); cleared when the
@@ -174,10 +198,11 @@ where
             busy: HashSet::new(),
             inflight: HashSet::new(),
             lost_reported: HashSet::new(),
-            fence_stopped: HashSet::new(),
             beliefs: HashMap::new(),
             correcting: HashSet::new(),
             corrected_at: HashMap::new(),
+            differs_since: HashMap::new(),
+            beliefs_view: BeliefViews::default(),
             fenced: false,
             fence_done: Arc::default(),
             watchdogs: nines_watchdog::DeadlineTable::new(),
@@ -194,6 +219,11 @@ where
     /// This node's component watchdogs, for status.
     pub fn watchdog_views(&self) -> WatchdogViews {
         self.views.clone()
+    }
+
+    /// This node's components' beliefs, for status and metrics.
+    pub fn belief_views(&self) -> BeliefViews {
+        self.beliefs_view.clone()
     }
 
     fn now_ms(&self) -> u64 {
@@ -272,7 +302,7 @@ where
                         break;
                     }
                     let fenced = *inputs.fenced.borrow();
-                    self.on_fenced(fenced).await;
+                    self.on_fenced(fenced);
                 }
                 _ = nines_watchdog::sleep_until_next(&self.watchdogs, self.origin) => {
                     self.on_watchdog_deadline().await;
@@ -281,6 +311,7 @@ where
                 _ = tick.tick() => self.publish_watchdogs(),
             }
             self.reconcile().await;
+            self.update_fence_done();
         }
         self.shared.sup.shutdown_all(Duration::from_secs(5)).await;
     }
@@ -384,30 +415,38 @@ where
         }
     }
 
-    /// Fenced: this node may not keep actives. Quiesce them, then kill every local component;
-    /// start nothing until the fence lifts (the cluster has failed this node over by then).
-    async fn on_fenced(&mut self, fenced: bool) {
-        use std::sync::atomic::Ordering;
+    /// Fenced: this node's lease ran out. A fence is a pause, not a massacre: every local
+    /// component stops acting as active at its own lease deadline (the SDK quiesces it, or ends
+    /// its process), so nothing is killed here; the director starts and delivers nothing while
+    /// fenced. Components are stopped only once the cluster has decided this node is down (its
+    /// view then wants none of them running); if the lease returns first, the belief
+    /// corrections make the ones the cluster still assigns active again.
+    fn on_fenced(&mut self, fenced: bool) {
         self.fenced = fenced;
-        if !fenced {
-            self.fence_done.store(false, Ordering::SeqCst);
-            return;
+        if fenced {
+            tracing::error!(
+                node = %self.shared.cfg.node,
+                "fenced: local components stop acting at their lease deadline; none is killed \
+                 unless the cluster declares this node down"
+            );
+        } else {
+            tracing::info!(node = %self.shared.cfg.node, "fence lifted");
         }
-        tracing::error!(node = %self.shared.cfg.node, "fenced: stopping local components");
-        let view = self.view().await.unwrap_or_default();
-        let stopped: HashSet<String> = self
-            .shared
-            .sup
-            .running()
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect();
-        tasks::fence(&self.shared, &view).await;
-        // Once the fence lifts, the reconcile reports each of them gone (their assignments must
-        // move at once, not when a callback to a dead process times out).
-        self.lost_reported.retain(|(c, _)| !stopped.contains(c));
-        self.fence_stopped.extend(stopped);
-        self.fence_done.store(true, Ordering::SeqCst);
+        self.update_fence_done();
+    }
+
+    /// While fenced, whether every local component has stopped acting as active, as its own
+    /// belief reports (a component with no session holds nothing it may act on: its lease ends
+    /// with the last grant). The node watchdog and liveness wait for this.
+    fn update_fence_done(&self) {
+        use std::sync::atomic::Ordering;
+        let done = self.fenced
+            && self.beliefs.values().all(|b| {
+                !b.believed
+                    .values()
+                    .any(|(ha, _)| matches!(ha, HaState::Active | HaState::Quiescing))
+            });
+        self.fence_done.store(done, Ordering::SeqCst);
     }
 
     async fn view(&self) -> Option<NodeView> {
@@ -489,8 +528,50 @@ where
     /// confirms the difference on a linearizable read first).
     fn correct_beliefs(&mut self, view: &NodeView) {
         let now = tokio::time::Instant::now();
+        let mut shown = BTreeMap::new();
+        self.differs_since
+            .retain(|c, _| self.beliefs.contains_key(c));
         for (component, belief) in &self.beliefs {
-            if belief.lease_expired
+            let directed = view
+                .directives
+                .iter()
+                .any(|d| d.targets.iter().any(|t| &t.component == component));
+            let agreed = agreed_for(view, component);
+            let agrees = directed || agreed == belief.believed;
+            let differs_for_ms = match agrees {
+                true => {
+                    self.differs_since.remove(component);
+                    0
+                }
+                false => {
+                    let since = self
+                        .differs_since
+                        .entry(component.clone())
+                        .or_insert((now, false));
+                    let ms = (now - since.0).as_millis() as u64;
+                    if ms >= BELIEF_ALARM_MS && !since.1 {
+                        since.1 = true;
+                        tracing::error!(
+                            %component, differs_for_ms = ms, believed = ?belief.believed,
+                            ?agreed, lease_expired = belief.lease_expired,
+                            "ALARM: a component's belief has differed from the agreed state for \
+                             over {BELIEF_ALARM_MS} ms"
+                        );
+                    }
+                    ms
+                }
+            };
+            shown.insert(
+                component.clone(),
+                BeliefView {
+                    believed: belief.believed.clone(),
+                    lease_expired: belief.lease_expired,
+                    agrees,
+                    differs_for_ms,
+                },
+            );
+            if agrees
+                || belief.lease_expired
                 || self.busy.contains(component)
                 || self.correcting.contains(component)
                 || self
@@ -500,21 +581,16 @@ where
             {
                 continue;
             }
-            let directed = view
-                .directives
-                .iter()
-                .any(|d| d.targets.iter().any(|t| &t.component == component));
-            if directed || agreed_for(view, component) == belief.believed {
-                continue;
-            }
             tracing::warn!(
-                %component, believed = ?belief.believed, agreed = ?agreed_for(view, component),
+                %component, believed = ?belief.believed, ?agreed,
                 "a component's belief differs from the agreed state: correcting"
             );
+            crate::telemetry::METRICS.belief_corrections.inc();
             self.correcting.insert(component.clone());
             self.corrected_at.insert(component.clone(), now);
             tasks::correct(&self.shared, component.clone(), belief.believed.clone());
         }
+        *self.beliefs_view.lock().expect("belief views lock") = shown;
     }
 
     async fn report_lost(&mut self, plan: &crate::state::ComponentPlan) {
@@ -531,11 +607,7 @@ where
             component: plan.name.clone(),
             incarnation: plan.incarnation,
             recommended: Recovery::NoRecommendation,
-            reason: if self.fence_stopped.remove(&plan.name) {
-                "stopped by this node's fence (its lease ran out)".into()
-            } else {
-                "its node director restarted: the process is no longer supervised".into()
-            },
+            reason: "its node director restarted: the process is no longer supervised".into(),
             detected_at_ms: now_ms(),
         };
         tasks::propose_in_background(&self.shared, cmd);

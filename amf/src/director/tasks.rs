@@ -159,6 +159,20 @@ pub(super) async fn agreed_view<M: StateMachine + 'static, L: ComponentLink>(
     }
 }
 
+/// A CSI set of held CSI `h` to `ha` at its epoch (a re-delivery, correction or fence: no
+/// descriptor, no previous active named).
+fn set_held(h: &HeldCsi, ha: HaState) -> Invocation {
+    Invocation::CsiSet {
+        si: h.csi.si.clone(),
+        csi: h.csi.csi.clone(),
+        ha,
+        epoch: h.epoch,
+        descriptor: None,
+        attributes: h.csi.attributes.clone(),
+        active_component: None,
+    }
+}
+
 /// What `view` says `component` holds.
 fn held_by(view: &NodeView, component: &str) -> Vec<HeldCsi> {
     view.held
@@ -267,15 +281,7 @@ async fn start_inner<M: StateMachine + 'static, L: ComponentLink>(
         _ => Vec::new(),
     };
     for h in held {
-        let inv = Invocation::CsiSet {
-            si: h.csi.si.clone(),
-            csi: h.csi.csi.clone(),
-            ha: h.ha,
-            epoch: h.epoch,
-            descriptor: None,
-            attributes: h.csi.attributes.clone(),
-            active_component: None,
-        };
+        let inv = set_held(&h, h.ha);
         if let Err(e) = shared.link.invoke(&plan.name, inv, cb_timeout).await {
             tracing::warn!(component = %plan.name, "re-delivery of {} failed: {e}", h.csi.csi);
         }
@@ -594,15 +600,7 @@ async fn correct_inner<M: StateMachine + 'static, L: ComponentLink>(
         if believed.get(&key) == Some(&(h.ha, h.epoch)) {
             continue;
         }
-        invocations.push(Invocation::CsiSet {
-            si: h.csi.si.clone(),
-            csi: h.csi.csi.clone(),
-            ha: h.ha,
-            epoch: h.epoch,
-            descriptor: None,
-            attributes: h.csi.attributes.clone(),
-            active_component: None,
-        });
+        invocations.push(set_held(&h, h.ha));
     }
     for inv in invocations {
         tracing::warn!(%component, ?inv, "correcting the component to the agreed state");
@@ -632,32 +630,3 @@ async fn wait_registered<M: StateMachine + 'static, L: ComponentLink>(
 /// How long a delivery waits for a (re)starting component's session: steps × step.
 const REGISTER_WAIT_STEPS: u32 = 250;
 const REGISTER_WAIT_STEP: Duration = Duration::from_millis(20);
-
-/// Fenced: quiesce the local actives (briefly), then kill every local component.
-pub(super) async fn fence<M: StateMachine + 'static, L: ComponentLink>(
-    shared: &Arc<Shared<M, L>>,
-    view: &NodeView,
-) {
-    let quiesce = Duration::from_millis(500);
-    for h in view.held.iter().filter(|h| h.ha == HaState::Active) {
-        let inv = Invocation::CsiSet {
-            si: h.csi.si.clone(),
-            csi: h.csi.csi.clone(),
-            ha: HaState::Quiesced,
-            epoch: h.epoch,
-            descriptor: None,
-            attributes: h.csi.attributes.clone(),
-            active_component: None,
-        };
-        let _ = shared.link.invoke(&h.csi.component, inv, quiesce).await;
-    }
-    for (component, _) in shared.sup.running() {
-        let env = BTreeMap::new();
-        let _ = shared
-            .sup
-            .cleanup(&component, None, &env, Duration::from_secs(2))
-            .await;
-        shared.link.forget(&component);
-        shared.local.lock().await.remove(&component);
-    }
-}
