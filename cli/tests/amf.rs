@@ -176,6 +176,12 @@ fn check_no_loss_and_no_overlap(amf: &Amf, old: &str, new: &str, killed_at_ms: u
     let logs = amf.counter_logs();
     let old_lines = logs.get(old).cloned().unwrap_or_default();
     let new_lines = logs.get(new).cloned().unwrap_or_default();
+    // A check that saw nothing proves nothing: the old active must have counted.
+    assert!(
+        old_lines.iter().any(|l| l.1 == "set" && l.3 == "active")
+            && old_lines.iter().any(|l| l.1 == "wrote"),
+        "{old} never logged being active and writing, so the story checks nothing: {logs:#?}"
+    );
     let last_written: u64 = old_lines
         .iter()
         .filter(|l| l.1 == "wrote")

@@ -6,6 +6,13 @@
 //! - The agent hosting the active is paused (SIGSTOP) for 3 s while its components keep running:
 //!   the active's SDK stops it at its lease deadline on its own, before the standby is made
 //!   active elsewhere, and after the pause the cluster converges again.
+//! - The agent hosting the active is paused for 400 ms: longer than its lease (the component
+//!   stops acting at its deadline) but shorter than failure detection, so it comes back before
+//!   the cluster declares it down; the active resumes, at the same epoch, once the lease returns.
+//! - The active's node is drained (`nines admin node drain`): a switchover, the active quiesced
+//!   before the standby is made active, then the node leaves.
+//! - The active's agent gets SIGTERM: a switchover before it stops; restarted, it unlocks its
+//!   node again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -136,6 +143,11 @@ struct Story {
 
 impl Story {
     fn start() -> Story {
+        Story::start_with(String::new())
+    }
+
+    /// With `extra_config` appended to every agent's config.
+    fn start_with(extra_config: String) -> Story {
         let counter_dir = tempfile::tempdir().expect("tempdir");
         let opts = LocalOptions {
             amf_model: Some(model_path()),
@@ -143,6 +155,7 @@ impl Story {
                 "NINES_COUNTER_DIR".into(),
                 counter_dir.path().display().to_string(),
             )],
+            extra_config,
             ..Default::default()
         };
         let c = LocalCluster::start(BIN.as_ref(), 3, opts).expect("start");
@@ -239,6 +252,7 @@ async fn a_paused_agents_active_stops_at_its_lease_before_the_standby_takes_over
         .map(|(_, e)| e.clone())
         .collect();
     let paused_at = Instant::now();
+    let paused_at_ms = now_ms();
     signal(pid, nix::sys::signal::Signal::SIGSTOP);
     let moved = story
         .wait_for("the standby made active elsewhere", &others, |s| {
@@ -264,10 +278,197 @@ async fn a_paused_agents_active_stops_at_its_lease_before_the_standby_takes_over
         .iter()
         .find(|b| b.epoch == epoch)
         .expect("the old active's interval");
-    assert!(
-        old.to_ms.is_some(),
-        "the old active never stopped believing it was active: {intervals:#?}"
+    let stopped_ms = old
+        .to_ms
+        .expect("an open interval overlaps its successor: the check above fails first")
+        as i64;
+    let next = intervals
+        .iter()
+        .find(|b| b.epoch > epoch && b.from_ms >= paused_at_ms)
+        .expect("the new active's interval");
+    eprintln!(
+        "figures: the old active stopped {} ms after the pause began; the new one started {} ms \
+         after it",
+        stopped_ms - paused_at_ms as i64,
+        next.from_ms as i64 - paused_at_ms as i64
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_fenced_briefly_resumes_its_active_when_the_lease_returns() {
+    // Failure detection slowed to 2 s, so a 600 ms pause outlives the 300 ms lease (the node
+    // fences) but never the detection: the cluster must not fail the node over.
+    let story = Story::start_with("[heartbeat]\ntimeout_ms = 2000\n".into());
+    let all = story.c.endpoints();
+    let st = story
+        .wait_for("2N assignment", &all, |s| settled(s).is_some())
+        .await;
+    let (active, epoch) = settled(&st).expect("settled");
+    let node = node_of(&st, &active);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    eprintln!("phase: SIGSTOP node {node}'s agent for 600 ms (lease 300 ms, detection 2 s)");
+    let pid = story.c.pid(node).expect("the agent runs");
+    signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    signal(pid, nix::sys::signal::Signal::SIGCONT);
+    eprintln!("phase: the lease returns; the same component is active again, at the same epoch");
+    story
+        .wait_for("the old active believing it is active again", &all, |s| {
+            settled(s) == Some((active.clone(), epoch))
+                && s["belief_mismatches"].as_array().is_some_and(Vec::is_empty)
+                && s["components"].as_array().is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c["su"] == active.as_str()
+                            && c["belief"]["assignments"][0]["ha_state"] == "active"
+                    })
+                })
+        })
+        .await;
+    assert_never_two_actives(story.counter_dir.path(), &BTreeMap::new(), 1);
+    let intervals = believed_active(story.counter_dir.path());
+    let runs: Vec<&Believed> = intervals.iter().filter(|b| b.epoch == epoch).collect();
+    assert!(
+        runs.len() >= 2 && runs[0].to_ms.is_some(),
+        "the active should have stopped at its lease deadline and resumed after: {intervals:#?}"
+    );
+    assert!(
+        intervals.iter().all(|b| b.epoch == epoch),
+        "no other component may have been made active (no failover): {intervals:#?}"
+    );
+    let history = nines(&["amf", "history", "--endpoints", &all.join(",")]);
+    let h = String::from_utf8_lossy(&history.stdout);
+    assert!(
+        !h.contains("is down") && !h.contains("lease ran out"),
+        "the node was not failed over or reported:\n{h}"
+    );
+}
+
+/// The old active (at `epoch`) gave the SI up with a `set SI quiesced` line (a graceful hand-over
+/// quiesces it before the next active starts; a quiesce directive carries an epoch of its own).
+fn assert_quiesced_first(dir: &Path, epoch: u64) {
+    let intervals = believed_active(dir);
+    let old = intervals
+        .iter()
+        .find(|b| b.epoch == epoch)
+        .unwrap_or_else(|| panic!("no interval at epoch {epoch}: {intervals:#?}"));
+    let log = std::fs::read_to_string(dir.join(format!("{}.log", old.component))).expect("log");
+    let ended_by = old.to_ms.and_then(|end| {
+        log.lines()
+            .find(|l| l.starts_with(&format!("{end} set {SI} ")) && !l.contains(" active "))
+    });
+    assert!(
+        ended_by.is_some_and(|l| l.contains(" quiesced ")),
+        "the old active was not quiesced (a graceful switchover quiesces it first):\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_the_actives_node_is_a_switchover() {
+    let story = Story::start();
+    let all = story.c.endpoints();
+    let st = story
+        .wait_for("2N assignment", &all, |s| settled(s).is_some())
+        .await;
+    let (active, epoch) = settled(&st).expect("settled");
+    let node = node_of(&st, &active);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    eprintln!("phase: drain node {node}, which hosts the active");
+    let id = node.to_string();
+    let out = nines(&[
+        "admin",
+        "node",
+        "drain",
+        "--id",
+        &id,
+        "--endpoints",
+        &all.join(","),
+    ]);
+    assert!(
+        out.status.success(),
+        "drain failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    story
+        .wait_for("the active on another node", &all, |s| {
+            active_su(s).is_some_and(|(su, e)| su != active && e > epoch)
+        })
+        .await;
+    eprintln!("phase: status shows every component's belief, matching the agreed state");
+    let st = story
+        .wait_for("beliefs that agree, the new active's included", &all, |s| {
+            let Some((su, e)) = active_su(s) else {
+                return false;
+            };
+            let believes_active = s["components"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["su"] == su.as_str()
+                        && c["belief"]["assignments"].as_array().is_some_and(|a| {
+                            a.iter()
+                                .any(|x| x["ha_state"] == "active" && x["epoch"] == e)
+                        })
+                })
+            });
+            believes_active && s["belief_mismatches"].as_array().is_some_and(Vec::is_empty)
+        })
+        .await;
+    for c in st["components"].as_array().expect("components") {
+        if !c["pid"].is_null() {
+            assert_eq!(c["belief"]["agrees"], true, "{c:#}");
+        }
+    }
+    eprintln!("phase: from the counters' own logs, never two actives, the old one quiesced first");
+    assert_never_two_actives(story.counter_dir.path(), &BTreeMap::new(), 2);
+    assert_quiesced_first(story.counter_dir.path(), epoch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_actives_agent_is_a_switchover_and_the_restart_unlocks() {
+    let mut story = Story::start();
+    let all = story.c.endpoints();
+    let st = story
+        .wait_for("2N assignment", &all, |s| settled(s).is_some())
+        .await;
+    let (active, epoch) = settled(&st).expect("settled");
+    let node = node_of(&st, &active);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    eprintln!("phase: SIGTERM the agent of node {node}, which hosts the active");
+    let code = story
+        .c
+        .terminate(node, Duration::from_secs(30))
+        .expect("the agent stops");
+    assert_eq!(code, Some(0), "a planned stop exits 0");
+    let others: Vec<String> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u64 + 1 != node)
+        .map(|(_, e)| e.clone())
+        .collect();
+    story
+        .wait_for("the active on another node", &others, |s| {
+            active_su(s).is_some_and(|(su, e)| su != active && e > epoch)
+        })
+        .await;
+    assert_never_two_actives(story.counter_dir.path(), &BTreeMap::new(), 2);
+    assert_quiesced_first(story.counter_dir.path(), epoch);
+
+    eprintln!("phase: restarted, the agent unlocks its node: its SU is back in service");
+    story.c.spawn(node).expect("restart the agent");
+    let name = format!("n{node}");
+    story
+        .wait_for("the node's SU unlocked and enabled", &all, |s| {
+            s["sus"].as_array().is_some_and(|sus| {
+                sus.iter().any(|u| {
+                    u["node"] == name.as_str()
+                        && u["admin_state"] == "unlocked"
+                        && u["readiness"] == "in_service"
+                })
+            })
+        })
+        .await;
 }
 
 #[test]
