@@ -9,6 +9,9 @@
 //! - The agent hosting the active is paused for 400 ms: longer than its lease (the component
 //!   stops acting at its deadline) but shorter than failure detection, so it comes back before
 //!   the cluster declares it down; the active resumes, at the same epoch, once the lease returns.
+//! - The leader's agent (not the active's) is paused for 3 s: the active's checkpoint writes
+//!   through the old leader fail fast once a new leader is elected, the time spent waiting on
+//!   nines does not count against its watchdog, and nothing fails over.
 //! - The active's node is drained (`nines admin node drain`): a switchover, the active quiesced
 //!   before the standby is made active, then the node leaves.
 //! - The active's agent gets SIGTERM: a switchover before it stops; restarted, it unlocks its
@@ -342,6 +345,75 @@ async fn a_node_fenced_briefly_resumes_its_active_when_the_lease_returns() {
         !h.contains("is down") && !h.contains("lease ran out"),
         "the node was not failed over or reported:\n{h}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_leader_does_not_fail_over_a_healthy_active() {
+    let story = Story::start();
+    let all = story.c.endpoints();
+    let st = story
+        .wait_for("2N assignment", &all, |s| settled(s).is_some())
+        .await;
+    let (mut active, mut epoch) = settled(&st).expect("settled");
+    let leader = story.c.wait_leader(LONG).await.expect("a leader");
+    if node_of(&st, &active) == leader {
+        eprintln!("phase: the active runs on the leader's node: swap it away first");
+        let out = nines(&["admin", "si-swap", SI, "--endpoints", &all.join(",")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let st = story
+            .wait_for("swapped", &all, |s| {
+                settled(s).is_some_and(|(su, e)| su != active && e > epoch)
+            })
+            .await;
+        (active, epoch) = settled(&st).expect("settled");
+        assert_ne!(
+            node_of(&st, &active),
+            leader,
+            "the standby was on another node"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    eprintln!("phase: SIGSTOP the leader's agent (node {leader}) for 3 s");
+    let pid = story.c.pid(leader).expect("the leader runs");
+    let paused_at_ms = now_ms();
+    signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(pid, nix::sys::signal::Signal::SIGCONT);
+    let resumed_at_ms = now_ms();
+    let st = story
+        .wait_for("settled after the pause", &all, |s| settled(s).is_some())
+        .await;
+    assert_eq!(
+        active_su(&st),
+        Some((active.clone(), epoch)),
+        "the healthy active was failed over: {st:#}"
+    );
+    let comp = st["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|c| c["su"] == active.as_str())
+        .and_then(|c| c["name"].as_str())
+        .expect("the active's component")
+        .to_string();
+    let log = std::fs::read_to_string(story.counter_dir.path().join(format!("{comp}.log")))
+        .expect("the active's log");
+    let wrote_during = log
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some("wrote"))
+        .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
+        .filter(|ms| (paused_at_ms..resumed_at_ms).contains(ms))
+        .count();
+    assert!(
+        wrote_during > 0,
+        "the active never wrote through the new leader while the old one was paused:\n{log}"
+    );
+    assert_never_two_actives(story.counter_dir.path(), &BTreeMap::new(), 1);
 }
 
 /// The old active (at `epoch`) gave the SI up with a `set SI quiesced` line (a graceful hand-over

@@ -217,16 +217,44 @@ impl<M: StateMachine> Proposer<M> {
                         self.inner
                             .transport
                             .forward(leader, kind, payload.clone(), remaining);
-                    match tokio::time::timeout(remaining, fwd).await {
-                        Ok(Ok(v)) => return Ok(v),
-                        Ok(Err(e)) if e.is_retryable() => {}
-                        Ok(Err(e)) => return Err(e),
-                        Err(_) => return Err(ProposeError::Timeout),
+                    tokio::select! {
+                        r = tokio::time::timeout(remaining, fwd) => match r {
+                            Ok(Ok(v)) => return Ok(v),
+                            Ok(Err(e)) if e.is_retryable() => {}
+                            Ok(Err(e)) => return Err(e),
+                            Err(_) => return Err(ProposeError::Timeout),
+                        },
+                        term = self.leader_moved_on(leader) => {
+                            // The leader may be cut off and never answer: fail now, so the
+                            // caller's next request goes to the new leader, instead of waiting
+                            // out the whole deadline (a component blocked here missed its
+                            // watchdog although a new leader existed).
+                            return Err(ProposeError::Unknown(format!(
+                                "node {leader} stopped leading while the request was forwarded \
+                                 to it (term {term} now); the outcome is unknown"
+                            )));
+                        }
                     }
                 }
             }
             let pause = Duration::from_millis(NO_LEADER_RETRY_MS).min(remaining);
             tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Resolves (with the term then) once this node knows of a leader other than `leader`, or of
+    /// a later term than now: a request forwarded to `leader` may then never be answered.
+    async fn leader_moved_on(&self, leader: NodeId) -> u64 {
+        let mut status = self.inner.status.clone();
+        let term = status.borrow().term;
+        let moved = status
+            .wait_for(|s| s.term > term || s.leader_id.is_some_and(|l| l != leader))
+            .await
+            .map(|s| s.term);
+        match moved {
+            Ok(term) => term,
+            // The node is stopping: the forward's own deadline ends it.
+            Err(_) => std::future::pending().await,
         }
     }
 

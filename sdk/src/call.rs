@@ -117,6 +117,9 @@ impl<G: Service> Inner<G> {
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
     {
         let deadline = Instant::now() + timeout;
+        // Time spent waiting on nines is not the application's: its watchdog counts it as
+        // progress (session::watchdog).
+        let _waiting = crate::session::WaitingOnNines::start();
         let n = self.targets.len();
         let first = self.current.load(Ordering::Relaxed) % n;
         let mut busy: Option<AisError> = None;

@@ -82,6 +82,7 @@ pub use lease::LeaseExpiry;
 pub use types::{CsiSet, Descriptor, HaState, Recovery};
 pub use watchdog::Kicker;
 pub use watchdog::Progress;
+pub(crate) use watchdog::WaitingOnNines;
 
 use crate::SdkError;
 use dispatch::Shared;

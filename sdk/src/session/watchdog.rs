@@ -135,6 +135,28 @@ impl Coalesce {
 /// Send the kick count to the agent every [`flush_interval`] when it changed, until the session
 /// closes. A flush that finds the outbound queue full sends nothing (it never delays an answer
 /// to the agent); the next one sends the newer count.
+/// Calls of this process to the cluster in flight right now ([`WaitingOnNines`]).
+static CALLS_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+
+/// Held while the application waits on a call to the cluster (a checkpoint write stuck behind a
+/// leader change, say): meanwhile the flusher sends kicks as if the work loop advanced, so the
+/// component watchdog does not count time the application spends waiting on nines itself.
+/// Every such call has a deadline, so a call cannot hold the watchdog off for ever.
+pub(crate) struct WaitingOnNines(());
+
+impl WaitingOnNines {
+    pub(crate) fn start() -> Self {
+        CALLS_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        WaitingOnNines(())
+    }
+}
+
+impl Drop for WaitingOnNines {
+    fn drop(&mut self) {
+        CALLS_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub(crate) async fn flush(
     shared: Arc<Shared>,
     count: Arc<AtomicU64>,
@@ -150,6 +172,10 @@ pub(crate) async fn flush(
             biased;
             _ = closed.wait_for(Option::is_some) => return,
             _ = ticks.tick() => {}
+        }
+        if CALLS_IN_FLIGHT.load(Ordering::Relaxed) > 0 {
+            // Waiting on nines counts as progress.
+            count.fetch_add(1, Ordering::Relaxed);
         }
         let Some(now) = coalesce.due(count.load(Ordering::Relaxed)) else {
             continue;
