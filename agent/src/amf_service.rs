@@ -29,6 +29,8 @@ pub(crate) struct AmfService {
     pub(crate) watchdogs: nines_amf::director::WatchdogViews,
     /// This node's components' beliefs (from the director).
     pub(crate) beliefs: nines_amf::director::BeliefViews,
+    /// The components' lease deadline (the node lease's fence deadline while renewed).
+    pub(crate) lease: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
 }
 
 fn timeout() -> Duration {
@@ -133,6 +135,12 @@ impl Amf for AmfService {
 
     async fn beliefs(&self, _: Request<BeliefsRequest>) -> Result<Response<BeliefsReply>, Status> {
         let views = self.beliefs.lock().expect("belief views lock").clone();
+        // Past the deadline this agent granted, no component of it may act, whatever its last
+        // report (which may still be on its way: a resumed agent reads it late).
+        let lease_out = self
+            .lease
+            .borrow()
+            .is_none_or(|d| tokio::time::Instant::now() >= d);
         Ok(Response::new(BeliefsReply {
             node: self.node.clone(),
             components: views
@@ -149,7 +157,7 @@ impl Amf for AmfService {
                             epoch,
                         })
                         .collect(),
-                    lease_expired: v.lease_expired,
+                    lease_expired: v.lease_expired || lease_out,
                     agrees: v.agrees,
                     differs_for_ms: v.differs_for_ms,
                 })

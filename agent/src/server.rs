@@ -200,6 +200,7 @@ pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), Agen
         events,
     });
     let amf_handle = crate::state::amf_handle(proposer_for_services.clone());
+    let lease_for_status = lease_rx.clone();
     let (director, (watchdogs, beliefs), fence_done) = start_director(
         &cfg,
         amf_handle.clone(),
@@ -215,6 +216,7 @@ pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), Agen
         node: cfg.name.clone(),
         watchdogs,
         beliefs,
+        lease: lease_for_status,
     })
     .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);

@@ -27,7 +27,7 @@ use crate::output::{table, Format};
 /// How long one call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn connect(addr: &str) -> anyhow::Result<AmfClient<Channel>> {
+pub(crate) fn connect(addr: &str) -> anyhow::Result<AmfClient<Channel>> {
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .with_context(|| format!("'{addr}' is not a host:port endpoint"))?
         .connect_timeout(Duration::from_millis(1_500))

@@ -18,7 +18,9 @@ fn spec(args: &DrillArgs) -> DrillSpec {
         DrillCmd::NodeKill { node } => (DrillKind::NodeKill, node.clone(), None),
         DrillCmd::LeaderKill => (DrillKind::LeaderKill, None, None),
         DrillCmd::Switchover => (DrillKind::Switchover, None, None),
-        DrillCmd::Pause { node, duration } => (DrillKind::Pause, node.clone(), Some(*duration)),
+        DrillCmd::AgentPause { node, duration } => {
+            (DrillKind::AgentPause, node.clone(), Some(*duration))
+        }
     };
     let mut s = DrillSpec::new(kind);
     s.si = args.si.clone();

@@ -171,10 +171,14 @@ enum DrillCmd {
     ///
     /// Example: nines drill switchover --si counter-si --repeat 5
     Switchover,
-    /// SIGSTOP a node's agent (default: the node of the SI's active) for a while, then SIGCONT.
+    /// SIGSTOP a node's agent, not its components (default: the node of the SI's active), for
+    /// a while, then SIGCONT. Its components keep running: each must stop acting as active at
+    /// its own lease deadline, before the cluster makes its standby active. (`pause` is an
+    /// alias.)
     ///
-    /// Example: nines drill pause --node n2 --for 3s
-    Pause {
+    /// Example: nines drill agent-pause --node n2 --for 3s --repeat 20
+    #[command(alias = "pause")]
+    AgentPause {
         /// The node's name (as in `nines status`).
         #[arg(long)]
         node: Option<String>,

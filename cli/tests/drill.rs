@@ -125,7 +125,7 @@ async fn every_drill_runs_on_one_cluster_and_keeps_the_promises() {
     eprintln!("phase 3: component-hang (the watchdog path)");
     drill(&eps, &["component-hang"], every).await;
     eprintln!("phase 4: pause the active's node for 3 s");
-    drill(&eps, &["pause", "--for", "3s"], every).await;
+    drill(&eps, &["agent-pause", "--for", "3s"], every).await;
     eprintln!("phase 5: node-kill of the active's node (the supervisor restarts it)");
     drill(&eps, &["node-kill"], every).await;
     eprintln!("phase 6: leader-kill");
@@ -241,6 +241,7 @@ fn every_drill_has_an_example_and_completions_know_the_drills() {
         "node-kill",
         "leader-kill",
         "switchover",
+        "agent-pause",
         "pause",
     ] {
         let out = std::process::Command::new(BIN)

@@ -46,8 +46,8 @@ pub enum DrillKind {
     LeaderKill,
     /// Swap the SI's active and standby (admin si-swap).
     Switchover,
-    /// SIGSTOP a node's agent for a while, then SIGCONT.
-    Pause,
+    /// SIGSTOP a node's agent (not its components) for a while, then SIGCONT.
+    AgentPause,
 }
 
 impl DrillKind {
@@ -59,7 +59,7 @@ impl DrillKind {
             DrillKind::NodeKill => "node-kill",
             DrillKind::LeaderKill => "leader-kill",
             DrillKind::Switchover => "switchover",
-            DrillKind::Pause => "pause",
+            DrillKind::AgentPause => "agent-pause",
         }
     }
 }

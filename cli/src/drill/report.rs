@@ -177,18 +177,40 @@ impl DrillReport {
 }
 
 fn overlap_check(s: &Samples) -> Check {
-    if s.overlapping == 0 {
+    if s.count == 0 || s.belief_rounds == 0 {
         let detail = format!(
-            "{} samples of the agreed assignments, never two actives",
-            s.count
+            "nothing to judge by: {} samples of the agreed assignments and {} rounds of the \
+             components' beliefs (is the cluster reachable?)",
+            s.count, s.belief_rounds
+        );
+        return check(1, false, detail);
+    }
+    if s.overlapping == 0 && s.belief_overlapping == 0 {
+        let detail = format!(
+            "{} samples of the agreed assignments and {} rounds of the components' beliefs, \
+             never two actives",
+            s.count, s.belief_rounds
         );
         return check(1, true, detail);
     }
-    let first = s.overlaps.first().map(|o| o.actives.join(" and "));
+    let (n, of, what, first) = if s.overlapping > 0 {
+        (
+            s.overlapping,
+            s.count,
+            "samples of the agreed assignments",
+            &s.overlaps,
+        )
+    } else {
+        (
+            s.belief_overlapping,
+            s.belief_rounds,
+            "rounds of the components' beliefs",
+            &s.belief_overlaps,
+        )
+    };
+    let first = first.first().map(|o| o.actives.join(" and "));
     let detail = format!(
-        "{} of {} samples showed two actives at once (first: {})",
-        s.overlapping,
-        s.count,
+        "{n} of {of} {what} showed two actives at once (first: {})",
         first.unwrap_or_default()
     );
     check(1, false, detail)
@@ -243,7 +265,7 @@ fn failover_check(
         );
         return check(3, false, d);
     }
-    if failover && seen.detected.is_none() && spec.kind != DrillKind::Pause {
+    if failover && seen.detected.is_none() && spec.kind != DrillKind::AgentPause {
         let d = format!(
             "the fault was not detected within {:?}: {}",
             spec.timeout,
@@ -251,7 +273,7 @@ fn failover_check(
         );
         return check(3, false, d);
     }
-    if seen.restored.is_none() && (seen.detected.is_some() || spec.kind != DrillKind::Pause) {
+    if seen.restored.is_none() && (seen.detected.is_some() || spec.kind != DrillKind::AgentPause) {
         let d = format!(
             "{si} not protected again within {:?}: {}",
             spec.timeout,

@@ -135,7 +135,7 @@ pub(super) async fn plan(
         DrillKind::ComponentKill | DrillKind::ComponentHang => {
             NodeEndpoint::find(endpoints, &active_node).await?
         }
-        DrillKind::NodeKill | DrillKind::Pause => {
+        DrillKind::NodeKill | DrillKind::AgentPause => {
             let n = spec.node.clone().unwrap_or(active_node.clone());
             NodeEndpoint::find(endpoints, &n).await?
         }
@@ -168,7 +168,7 @@ pub(super) async fn plan(
                 node.node, info.agent_pid
             )
         }
-        DrillKind::Pause => {
+        DrillKind::AgentPause => {
             if spec.pause.as_millis() as u64 > info.pause_ms_max {
                 bail!(
                     "node {} accepts pauses up to {} ms (`[drill] pause_ms_max`); use a shorter \
@@ -215,7 +215,7 @@ impl Plan {
                 n.signal(c, Signal::Stop).await?.at_ms
             }
             (DrillKind::NodeKill | DrillKind::LeaderKill, Some(n), _) => n.kill().await?.at_ms,
-            (DrillKind::Pause, Some(n), _) => n.pause(spec.pause).await?.at_ms,
+            (DrillKind::AgentPause, Some(n), _) => n.pause(spec.pause).await?.at_ms,
             _ => bail!("internal: the drill's plan has no target"),
         };
         Ok(Injected { at_ms })
@@ -255,7 +255,7 @@ pub(super) async fn follow(
     let si = spec.si.clone().expect("the SI is resolved before the plan");
     let started = Instant::now();
     let deadline = started + spec.timeout;
-    let pause_end = (spec.kind == DrillKind::Pause)
+    let pause_end = (spec.kind == DrillKind::AgentPause)
         .then(|| injected.at_ms + spec.pause.as_millis() as u64 + PAUSE_GRACE_MS);
     let mut latest = sampler.latest();
     let mut seen = Seen::default();
@@ -292,7 +292,7 @@ pub(super) async fn follow(
             break;
         }
     }
-    if seen.detected.is_none() && spec.kind == DrillKind::Pause {
+    if seen.detected.is_none() && spec.kind == DrillKind::AgentPause {
         seen.notes.push(format!(
             "the node was not declared down during the {} ms pause (shorter than the failure \
              detector's timeout?): nothing to fail over",
@@ -365,10 +365,10 @@ pub(super) async fn restore(
         let _ = n.signal(c, Signal::Cont).await;
     }
     let deadline = Instant::now() + spec.rejoin_timeout;
-    if let (DrillKind::NodeKill | DrillKind::LeaderKill | DrillKind::Pause, Some(n)) =
+    if let (DrillKind::NodeKill | DrillKind::LeaderKill | DrillKind::AgentPause, Some(n)) =
         (spec.kind, &plan.target)
     {
-        let killed = spec.kind != DrillKind::Pause;
+        let killed = spec.kind != DrillKind::AgentPause;
         progress(&if killed {
             format!(
                 "waiting for node {}'s supervisor to restart its agent",
