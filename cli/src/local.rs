@@ -57,7 +57,16 @@ pub struct LocalOptions {
     pub extra_config: String,
     /// Enable the drill endpoint (`[drill] enabled = true`) on every agent.
     pub drill: bool,
+    /// One host (an IP address) per node instead of 127.0.0.1 with a free port: node `i`
+    /// listens on `hosts[i - 1]:7100`. For agents in network namespaces of their own.
+    pub hosts: Vec<String>,
+    /// One command prefix per node that its agent is started under (e.g. `ip netns exec ns1`);
+    /// empty: started directly. The prefix must exec the agent, keeping its pid.
+    pub wrap: Vec<Vec<String>>,
 }
+
+/// The port agents listen on when they have hosts of their own ([`LocalOptions::hosts`]).
+pub const HOST_PORT: u16 = 7100;
 
 /// N agents on 127.0.0.1.
 #[derive(Debug)]
@@ -68,6 +77,8 @@ pub struct LocalCluster {
     /// The agents, by index (node id - 1).
     pub nodes: Vec<LocalNode>,
     env: Vec<(String, String)>,
+    /// Per-node command prefixes ([`LocalOptions::wrap`]).
+    wrap: Vec<Vec<String>>,
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -121,7 +132,11 @@ impl LocalCluster {
         let root = dir.path().to_path_buf();
         let mut peers = Vec::new();
         for id in 1..=n {
-            peers.push((id, format!("127.0.0.1:{}", free_port()?)));
+            let addr = match opts.hosts.get(id as usize - 1) {
+                Some(host) => format!("{host}:{HOST_PORT}"),
+                None => format!("127.0.0.1:{}", free_port()?),
+            };
+            peers.push((id, addr));
         }
         let mut opts = opts;
         if let Some(text) = opts.amf_model_text.take() {
@@ -162,6 +177,7 @@ impl LocalCluster {
             bin: bin.to_path_buf(),
             nodes,
             env: opts.env.clone(),
+            wrap: opts.wrap.clone(),
         };
         if opts.keep || std::env::var_os(KEEP_ENV).is_some() {
             let _ = c.dir.take().map(|d| d.keep());
@@ -223,6 +239,11 @@ impl LocalCluster {
     pub fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let bin = self.bin.clone();
         let env = self.env.clone();
+        let wrap = self
+            .wrap
+            .get(id as usize - 1)
+            .filter(|w| !w.is_empty())
+            .cloned();
         let node = self.node(id)?;
         if node.child.is_some() {
             bail!("node {id} is already running");
@@ -231,7 +252,15 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&node.log)?;
-        let child = Command::new(&bin)
+        let mut cmd = match &wrap {
+            Some(w) => {
+                let mut c = Command::new(&w[0]);
+                c.args(&w[1..]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .arg("agent")
             .arg("--config")
             .arg(&node.config)
