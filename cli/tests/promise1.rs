@@ -12,6 +12,8 @@
 //! - The leader's agent (not the active's) is paused for 3 s: the active's checkpoint writes
 //!   through the old leader fail fast once a new leader is elected, the time spent waiting on
 //!   nines does not count against its watchdog, and nothing fails over.
+//! - Two failovers in a row: the active is killed, and its successor is killed as soon as it
+//!   is confirmed active.
 //! - The active's node is drained (`nines admin node drain`): a switchover, the active quiesced
 //!   before the standby is made active, then the node leaves.
 //! - The active's agent gets SIGTERM: a switchover before it stops; restarted, it unlocks its
@@ -414,6 +416,74 @@ async fn losing_the_leader_does_not_fail_over_a_healthy_active() {
         "the active never wrote through the new leader while the old one was paused:\n{log}"
     );
     assert_never_two_actives(story.counter_dir.path(), &BTreeMap::new(), 1);
+}
+
+/// The component and pid of SU `su`.
+fn component_of(st: &Value, su: &str) -> (String, u32) {
+    let c = st["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|c| c["su"] == su)
+        .expect("the SU's component");
+    let name = c["name"].as_str().expect("name").to_string();
+    (name, c["pid"].as_u64().unwrap_or(0) as u32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_failovers_in_a_row_never_leave_two_actives() {
+    let story = Story::start();
+    let all = story.c.endpoints();
+    let st = story
+        .wait_for("2N assignment", &all, |s| settled(s).is_some())
+        .await;
+    let (first, epoch) = settled(&st).expect("settled");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut killed = BTreeMap::new();
+    let (comp, pid) = component_of(&st, &first);
+    eprintln!("phase: kill -9 the active {comp}");
+    killed.insert(comp, now_ms());
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+
+    let deadline = Instant::now() + LONG;
+    let (second, second_epoch, st) = loop {
+        assert!(Instant::now() < deadline, "no successor confirmed active");
+        if let Some(st) = story.status(&all) {
+            let si = st["sis"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["name"] == SI));
+            let confirmed = si
+                .and_then(|si| si["assignments"].as_array())
+                .and_then(|a| {
+                    a.iter().find(|x| {
+                        x["ha_state"] == "active"
+                            && x["pending"].is_null()
+                            && x["su"] != first.as_str()
+                    })
+                })
+                .map(|x| {
+                    (
+                        x["su"].as_str().unwrap_or_default().to_string(),
+                        x["epoch"].as_u64().unwrap_or(0),
+                    )
+                });
+            if let Some((su, e)) = confirmed.filter(|(_, e)| *e > epoch) {
+                break (su, e, st);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let (comp, pid) = component_of(&st, &second);
+    eprintln!("phase: {second} confirmed active: kill -9 its {comp} at once");
+    killed.insert(comp, now_ms());
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+    story
+        .wait_for("a third active, the SI protected again", &all, |s| {
+            settled(s).is_some_and(|(_, e)| e > second_epoch)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_never_two_actives(story.counter_dir.path(), &killed, 3);
 }
 
 /// The old active (at `epoch`) gave the SI up with a `set SI quiesced` line (a graceful hand-over

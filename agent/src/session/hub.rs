@@ -186,6 +186,8 @@ struct Live {
     belief: Option<Belief>,
     /// Dropped with the session: wakes its reader.
     _close: oneshot::Sender<()>,
+    /// Dropped with the session: ends its lease-grant forwarder.
+    _grants_stop: oneshot::Sender<()>,
 }
 
 impl Drop for Live {
@@ -397,12 +399,22 @@ impl SessionHub {
 
 /// Send each new lease deadline to one session until the session closes. Grants are coalesced:
 /// a session whose queue is full gets the next one. Holds the session's queue only weakly, so a
-/// closed session's stream still ends (the task ends at the next grant).
+/// closed session's stream still ends; ends with the session (`stopped`).
 async fn forward_grants(
     mut grants: watch::Receiver<Option<Instant>>,
     outbound: mpsc::WeakSender<Result<AgentMessage, Status>>,
+    mut stopped: oneshot::Receiver<()>,
 ) {
-    while grants.changed().await.is_ok() {
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            changed = grants.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
         let Some(outbound) = outbound.upgrade() else {
             return;
         };
@@ -507,7 +519,8 @@ impl Inner {
         };
         tx.try_send(Ok(registered))
             .expect("a new session's queue has room for its first message");
-        tokio::spawn(forward_grants(grants, tx.downgrade()));
+        let (grants_stop, stopped) = oneshot::channel();
+        tokio::spawn(forward_grants(grants, tx.downgrade(), stopped));
         let (close_tx, close) = oneshot::channel();
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let live = Live {
@@ -519,6 +532,7 @@ impl Inner {
             last_kick: None,
             belief: None,
             _close: close_tx,
+            _grants_stop: grants_stop,
         };
         if let Some(old) = st.live.insert(component.to_string(), live) {
             tracing::info!(component, old = old.id, new = session, "session replaced");
