@@ -14,6 +14,8 @@
 //!   nines does not count against its watchdog, and nothing fails over.
 //! - Two failovers in a row: the active is killed, and its successor is killed as soon as it
 //!   is confirmed active.
+//! - The active component hangs (SIGSTOP): its watchdog catches it, and its process is killed
+//!   before its standby is made active.
 //! - The active's node is drained (`nines admin node drain`): a switchover, the active quiesced
 //!   before the standby is made active, then the node leaves.
 //! - The active's agent gets SIGTERM: a switchover before it stops; restarted, it unlocks its
@@ -484,6 +486,55 @@ async fn two_failovers_in_a_row_never_leave_two_actives() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_never_two_actives(story.counter_dir.path(), &killed, 3);
+}
+
+/// Watch process `pid` (bounded by [`LONG`]) and return when it died, ms since the Unix epoch (a
+/// zombie counts as dead); `None` if it outlived the watch.
+fn watch_death(pid: u32) -> std::thread::JoinHandle<Option<u64>> {
+    std::thread::spawn(move || {
+        let until = Instant::now() + LONG;
+        while Instant::now() < until {
+            let dead = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => true,
+                Ok(stat) => stat
+                    .rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z')),
+            };
+            if dead {
+                return Some(now_ms());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        None
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_active_is_killed_before_its_standby_takes_over() {
+    let story = Story::start();
+    let all = story.c.endpoints();
+    let st = story
+        .wait_for("2N assignment", &all, |s| settled(s).is_some())
+        .await;
+    let (active, epoch) = settled(&st).expect("settled");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (comp, pid) = component_of(&st, &active);
+    eprintln!("phase: SIGSTOP the active component {comp} (pid {pid}): its watchdog must catch it");
+    let death = watch_death(pid);
+    signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    story
+        .wait_for("the standby made active", &all, |s| {
+            settled(s).is_some_and(|(su, e)| su != active && e > epoch)
+        })
+        .await;
+    let died_at = death
+        .join()
+        .expect("the watcher")
+        .expect("the hung component's process was never killed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    eprintln!("phase: the hung process died before the standby believed itself active");
+    let ended = BTreeMap::from([(comp, died_at)]);
+    assert_never_two_actives(story.counter_dir.path(), &ended, 2);
 }
 
 /// The old active (at `epoch`) gave the SI up with a `set SI quiesced` line (a graceful hand-over
