@@ -293,3 +293,45 @@ async fn lost_leader_is_declared_down_after_it_fenced_and_survivors_keep_their_l
         "declared down after {down:?}: the post-election wait is back (elected {elected:?})"
     );
 }
+
+/// A node cut off from the leader only (a one-sided fault: the third node still hears it and
+/// grants its beats): the leader must have the third node revoke the node's lease before it
+/// declares it down, or the node would keep renewing — and acting — through the third node's
+/// grants while its replacement starts. The revocation rule is what fences it here.
+#[tokio::test(start_paused = true)]
+async fn a_node_cut_off_from_the_leader_only_is_fenced_by_revocation_before_it_is_declared_down() {
+    let (keep, nodes, net, leader) = three_agents().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = (1..=3).find(|&n| n != leader).expect("a follower");
+    let victim_hb = nodes.lock().expect("registry")[&victim].1.clone();
+    assert!(!victim_hb.local().fenced, "a connected node is not fenced");
+    let leader_p = keep[(leader - 1) as usize].1.proposer.clone();
+
+    eprintln!("phase: cutting node {victim} off from the leader {leader} only");
+    net.cut(leader, victim);
+    net.cut(victim, leader);
+    let cut_at = Instant::now();
+    let (mut fenced_at, mut down_at) = (None, None);
+    for _ in 0..5_000 {
+        if fenced_at.is_none() && victim_hb.local().fenced {
+            fenced_at = Some(Instant::now());
+        }
+        if down_at.is_none() && agreed_down(&leader_p, victim).await {
+            down_at = Some(Instant::now());
+        }
+        if fenced_at.is_some() && down_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let down = down_at.expect("the leader committed the node down") - cut_at;
+    let fenced = fenced_at.expect(
+        "the node was declared down but never fenced: it kept renewing its lease through the \
+         third node's grants (no revocation)",
+    ) - cut_at;
+    eprintln!("fenced after {fenced:?}, agreed down after {down:?}");
+    assert!(
+        down > fenced,
+        "declared down ({down:?}) before the node fenced itself ({fenced:?})"
+    );
+}
