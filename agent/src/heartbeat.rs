@@ -298,6 +298,20 @@ struct State {
     last_tick_ms: Option<u64>,
 }
 
+/// Whether the voters this leader hears as up (itself included), `node` left out, are a
+/// majority of `voters`: only then may it judge `node` down and start revoking its lease.
+pub(crate) fn hears_majority_without(
+    up: &BTreeSet<NodeId>,
+    voters: &BTreeSet<NodeId>,
+    node: NodeId,
+) -> bool {
+    let heard = voters
+        .iter()
+        .filter(|v| **v != node && up.contains(v))
+        .count();
+    heard > voters.len() / 2
+}
+
 /// The corrections the leader proposes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fix {
@@ -622,9 +636,26 @@ impl Driver {
             })
             .collect();
         views.push((self.id, Health::Up, own_revoked));
+        let up: BTreeSet<NodeId> = views
+            .iter()
+            .filter(|(_, h, _)| *h == Health::Up)
+            .map(|(id, _, _)| *id)
+            .collect();
         for (node, health, revoked) in views {
             let epoch = agreed.epochs.get(&node).copied().unwrap_or(0);
             let fix = match (agreed.states.get(&node), health) {
+                (Some(AgreedState::Up), Health::Down)
+                    if !hears_majority_without(&up, &voters, node) =>
+                {
+                    // This leader hears too few of the others to judge: it is more likely the
+                    // one that stalled (a starved runtime takes in no beats) than they all
+                    // failed. Revoking now had healthy nodes revoke each other and fence.
+                    tracing::debug!(
+                        node,
+                        "not revoking: this leader hears no majority without it"
+                    );
+                    continue;
+                }
                 (Some(AgreedState::Up), Health::Down) => {
                     let r = st.revocations.entry(node).or_default();
                     if r.epoch != epoch {

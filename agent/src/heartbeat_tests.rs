@@ -335,3 +335,18 @@ async fn a_node_cut_off_from_the_leader_only_is_fenced_by_revocation_before_it_i
         "declared down ({down:?}) before the node fenced itself ({fenced:?})"
     );
 }
+
+#[test]
+fn a_leader_judges_a_node_down_only_while_it_hears_a_majority_without_it() {
+    use crate::heartbeat::hears_majority_without;
+    use std::collections::BTreeSet;
+    let voters: BTreeSet<NodeId> = [1, 2, 3].into();
+    // Leader 1 hears 2: it may judge 3.
+    assert!(hears_majority_without(&[1, 2].into(), &voters, 3));
+    // Leader 1 hears nobody (it stalled): it judges no one.
+    assert!(!hears_majority_without(&[1].into(), &voters, 3));
+    assert!(!hears_majority_without(&[1].into(), &voters, 2));
+    let five: BTreeSet<NodeId> = [1, 2, 3, 4, 5].into();
+    assert!(hears_majority_without(&[1, 2, 3].into(), &five, 5));
+    assert!(!hears_majority_without(&[1, 2, 5].into(), &five, 5));
+}
