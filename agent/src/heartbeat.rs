@@ -34,6 +34,8 @@ use crate::{membership::AgreedState, AgentState, Command, MembershipCommand};
 pub(crate) const BEAT_QUEUE_LEN: usize = 1_024;
 /// Send times remembered for lease renewal.
 const SENT_MAX: usize = 64;
+/// The longest the driver waits for its stale read of the agreed membership each tick.
+const AGREED_READ_TIMEOUT_MS: u64 = 30;
 /// How long the leader waits before proposing the same correction again.
 const REPROPOSE_AFTER_MS: u64 = 1_000;
 /// What this node granted and revoked: the evidence the leader asks for before it declares a
@@ -356,9 +358,12 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Beats and acknowledgements before the tick: after a stall, the tick must judge
+                // the peers and the lease by what already arrived, not by a stale view (a loaded
+                // leader fenced itself and suspected both peers with their beats and acks still
+                // queued, and regained its lease a moment later).
                 biased;
                 _ = shutdown.wait() => return,
-                _ = tick.tick() => self.on_tick(&mut st, &ack_tx, &rev_tx).await,
                 Some((from, seq)) = self.beats.recv() => {
                     let now = st.clock.elapsed().as_millis() as u64;
                     st.detector.heartbeat(from, seq, now);
@@ -370,6 +375,7 @@ impl Driver {
                         self.update_fence(&mut st, now);
                     }
                 }
+                _ = tick.tick() => self.on_tick(&mut st, &ack_tx, &rev_tx).await,
                 Some((node, epoch, reply)) = rev_rx.recv() => {
                     let now = st.clock.elapsed().as_millis() as u64;
                     if let Some(r) = st.revocations.get_mut(&node) {
@@ -577,7 +583,11 @@ impl Driver {
 
     /// The local replica's membership (a stale read: the leader's is current).
     async fn read_agreed(&self) -> Option<Agreed> {
-        let timeout = Duration::from_millis(self.detector_cfg.interval_ms);
+        // Short: the driver takes in no beat or acknowledgement while it waits, and a loaded
+        // raft driver can keep a read queued; the corrections are level-triggered, so a read
+        // that times out is simply tried again at the next tick.
+        let timeout =
+            Duration::from_millis(AGREED_READ_TIMEOUT_MS.min(self.detector_cfg.interval_ms));
         self.proposer
             .read(ReadMode::Stale, timeout, |s: &AgentState| Agreed {
                 states: s.membership.states.clone(),

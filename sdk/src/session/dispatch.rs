@@ -70,6 +70,9 @@ pub(crate) struct Shared {
     /// stale directive and is refused. One entry per SI assigned to this component (bounded by
     /// the model).
     highest_epoch: Mutex<BTreeMap<String, u64>>,
+    /// The epoch of an ACTIVE or QUIESCING CSI set whose callback is running (the component may
+    /// already write under it).
+    taking: Mutex<Option<u64>>,
     /// `None` while the session is open; then `Ok` (terminated) or why it broke.
     pub closed: watch::Sender<Option<Result<(), SdkError>>>,
 }
@@ -80,6 +83,7 @@ impl Shared {
             component,
             assignments: Mutex::new(BTreeMap::new()),
             highest_epoch: Mutex::new(BTreeMap::new()),
+            taking: Mutex::new(None),
             closed: watch::channel(None).0,
         }
     }
@@ -97,10 +101,26 @@ impl Shared {
             .collect()
     }
 
+    /// Whether the component may act under fencing `epoch`: it holds a CSI active or quiescing
+    /// at that epoch, or is taking one on (its CSI set callback is running).
+    pub(crate) fn acts_under(&self, epoch: u64) -> bool {
+        let taking = *self.taking.lock().unwrap_or_else(|p| p.into_inner());
+        taking == Some(epoch)
+            || self.assignments_mut().values().any(|(state, e)| {
+                *e == epoch && matches!(state, HaState::Active | HaState::Quiescing)
+            })
+    }
+
     /// The highest epoch accepted for `si` (0 before any).
     fn highest_epoch(&self, si: &str) -> u64 {
         let highest = self.highest_epoch.lock().unwrap_or_else(|p| p.into_inner());
         highest.get(si).copied().unwrap_or(0)
+    }
+
+    /// Record `si`/`csi` as held in `state` at `epoch` (tests of the lease rules).
+    #[cfg(test)]
+    pub(crate) fn accept_for_test(&self, si: &str, csi: &str, state: HaState, epoch: u64) {
+        self.accept((si.to_string(), csi.to_string()), state, epoch);
     }
 
     /// The callbacks accepted `state` at `epoch` for `key` (si, csi).
@@ -313,21 +333,32 @@ async fn csi_set<C: Callbacks>(
                 "stale ACTIVE directive refused"
             );
             return Err(format!(
-                "stale directive refused: ACTIVE for SI {} at epoch {epoch}, but this component                  already accepted epoch {highest} for it",
+                "stale directive refused: ACTIVE for SI {} at epoch {epoch}, but this component \
+                 already accepted epoch {highest} for it",
                 set.si
             ));
         }
         let wait = Duration::from_millis(ACTIVE_WAITS_FOR_LEASE_MS);
         if !lease.wait_valid(wait).await {
             return Err(format!(
-                "cannot take ACTIVE for SI {}: this component's lease from the agent has run out                  and was not renewed within {ACTIVE_WAITS_FOR_LEASE_MS} ms (is the node fenced?)",
+                "cannot take ACTIVE for SI {}: this component's lease from the agent has run out \
+                 and was not renewed within {ACTIVE_WAITS_FOR_LEASE_MS} ms (is the node fenced?)",
                 set.si
             ));
         }
     }
-    callbacks.csi_set(set).await?;
-    shared.accept(key, state, epoch);
-    Ok(())
+    let taking = matches!(state, HaState::Active | HaState::Quiescing);
+    if taking {
+        *shared.taking.lock().unwrap_or_else(|p| p.into_inner()) = Some(epoch);
+    }
+    let result = callbacks.csi_set(set).await;
+    if result.is_ok() {
+        shared.accept(key, state, epoch);
+    }
+    if taking {
+        *shared.taking.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+    result
 }
 
 /// Tell the agent what the component now holds.

@@ -199,28 +199,43 @@ pub(crate) fn register(lease: &Arc<Lease>, shared: &Arc<Shared>) {
     all.push((Arc::downgrade(lease), Arc::downgrade(shared)));
 }
 
-/// Why a checkpoint write under fencing `epoch` must not be sent now: some session of this
-/// process holds a CSI at `epoch` and its lease has run out. `None`: it may be sent.
+/// Why a checkpoint write under fencing `epoch` must not be sent now, for a process that has
+/// component sessions: none of them acts under `epoch` (holds a CSI active or quiescing at it,
+/// or is taking one on), or the one that does has let its lease run out. `None`: it may be sent
+/// (and always for epoch 0, and for a process with no session, such as an operator's tool).
 pub(crate) fn write_refusal(epoch: u64) -> Option<String> {
     if epoch == 0 {
         return None;
     }
     let all = LEASES.lock().unwrap_or_else(|p| p.into_inner());
+    let mut components = Vec::new();
     for (lease, shared) in all.iter() {
         let (Some(lease), Some(shared)) = (lease.upgrade(), shared.upgrade()) else {
             continue;
         };
-        let holds = shared.assignments().iter().any(|(_, _, _, e)| *e == epoch);
-        if holds && !lease.is_valid() {
-            return Some(format!(
-                "component {}: its lease from the agent has run out (the agent is paused, hung, \
-                 cut off or fenced), so it may not act under epoch {epoch}; the write was not \
-                 sent. It waits for the lease to be renewed and the assignment re-delivered",
-                lease.component
-            ));
+        if !shared.acts_under(epoch) {
+            components.push(lease.component.clone());
+            continue;
         }
+        if lease.is_valid() {
+            return None;
+        }
+        return Some(format!(
+            "component {}: its lease from the agent has run out (the agent is paused, hung, cut \
+             off or fenced), so it may not act under epoch {epoch}; the write was not sent. It \
+             waits for the lease to be renewed and the assignment re-delivered",
+            lease.component
+        ));
     }
-    None
+    if components.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "component {}: it holds no active assignment at epoch {epoch} (it was moved, removed or \
+         quiesced), so it may not write under it; the write was not sent. Use the epoch of its \
+         current active assignment (Session::epoch_for)",
+        components.join(", ")
+    ))
 }
 
 /// Whether the component holds a CSI active or quiescing.
@@ -415,6 +430,44 @@ mod tests {
             ]
         );
         assert!(sets.iter().all(|s| s.attributes.is_empty()));
+    }
+
+    #[test]
+    fn fenced_writes_need_an_active_assignment_at_their_epoch_and_a_valid_lease() {
+        assert_eq!(write_refusal(0), None, "unfenced writes are never refused");
+        let shared = Arc::new(Shared::new("w1".into()));
+        let far = mono_now_ns() + 60_000_000_000;
+        let lease = Lease::new("w1", far, 100);
+        register(&lease, &shared);
+        let refused = write_refusal(9_999_001).expect("no assignment at that epoch");
+        assert!(refused.contains("holds no active assignment"), "{refused}");
+        shared.accept_for_test("si", "csi", HaState::Active, 9_999_001);
+        assert_eq!(
+            write_refusal(9_999_001),
+            None,
+            "active at that epoch, lease valid"
+        );
+        shared.set_state("si", "csi", HaState::Quiesced);
+        assert!(
+            write_refusal(9_999_001).is_some(),
+            "quiesced: no more writes"
+        );
+        shared.set_state("si", "csi", HaState::Active);
+        let expired = Lease::new("w1", 1, 100);
+        let shared2 = Arc::new(Shared::new("w2".into()));
+        shared2.accept_for_test("si2", "csi2", HaState::Active, 9_999_002);
+        register(&expired, &shared2);
+        let refused = write_refusal(9_999_002).expect("the lease ran out");
+        assert!(
+            refused.contains("lease from the agent has run out"),
+            "{refused}"
+        );
+        drop((lease, expired));
+        assert_eq!(
+            write_refusal(9_999_003),
+            None,
+            "once its sessions are gone, a process is a plain client again"
+        );
     }
 
     #[test]
