@@ -502,7 +502,10 @@ impl Driver {
     fn update_fence(&self, st: &mut State, now: u64) -> bool {
         let fenced = st.lease.is_fenced(now);
         if fenced != st.fenced {
-            if fenced {
+            if fenced && st.lease.fence_deadline_ms().is_none() {
+                // Every node starts fenced: not a loss of contact, and not counted as a fence.
+                tracing::info!("no lease yet: waiting for contact with a quorum");
+            } else if fenced {
                 tracing::warn!(
                     "FENCED: no quorum contact within the lease; this node must not act"
                 );

@@ -7,17 +7,16 @@
 //! Needs root and `ip` (iproute2); skips with a message where namespaces cannot be made. Every
 //! namespace, link and process it made is removed however it ends.
 
+mod promise;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nines_cli::local::{LocalCluster, LocalOptions, HOST_PORT};
+use promise::{assert_never_two_actives, believed_active, model_path, nines, now_ms, settled};
+use promise::{BIN, LONG};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_nines");
-const LONG: Duration = Duration::from_secs(60);
-const SI: &str = "counter-si";
 
 /// `ip ARGS`, failing with what it printed.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -127,40 +126,12 @@ impl Drop for Net {
     }
 }
 
-fn nines(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().expect("run nines")
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-}
-
 fn status(eps: &str) -> Option<Value> {
     let out = nines(&["amf", "status", "-o", "json", "--endpoints", eps]);
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).ok())
         .flatten()
-}
-
-/// The SI's confirmed active SU and its epoch, with one standby and nothing pending.
-fn settled(st: &Value) -> Option<(String, u64)> {
-    let si = st["sis"].as_array()?.iter().find(|s| s["name"] == SI)?;
-    let a = si["assignments"].as_array()?;
-    if a.iter().any(|x| !x["pending"].is_null()) {
-        return None;
-    }
-    let active: Vec<&Value> = a.iter().filter(|x| x["ha_state"] == "active").collect();
-    let standby = a.iter().filter(|x| x["ha_state"] == "standby").count();
-    (active.len() == 1 && standby == 1).then(|| {
-        (
-            active[0]["su"].as_str().unwrap_or_default().to_string(),
-            active[0]["epoch"].as_u64().unwrap_or(0),
-        )
-    })
 }
 
 async fn wait_settled(eps: &str, what: &str) -> Value {
@@ -178,38 +149,6 @@ async fn wait_settled(eps: &str, what: &str) -> Value {
     panic!("{what}: not settled within {LONG:?}; last status: {last:#}");
 }
 
-/// Believed-active intervals per component from the counters' logs: (component, from, to).
-fn believed_active(dir: &Path) -> Vec<(String, u64, Option<u64>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).expect("counter dir") {
-        let p: PathBuf = e.expect("entry").path();
-        let comp = p.file_stem().unwrap().to_string_lossy().to_string();
-        let text = std::fs::read_to_string(&p).unwrap_or_default();
-        let mut open: Option<u64> = None;
-        for line in text.lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            if f.len() < 5 || (f[2] != SI && f[1] != "terminate" && f[1] != "registered") {
-                continue;
-            }
-            let ms: u64 = f[0].parse().unwrap_or(0);
-            let starts = f[1] == "set" && f[3] == "active";
-            let ends = matches!(f[1], "remove" | "terminate" | "registered")
-                || (f[1] == "set" && f[3] != "active");
-            if starts && open.is_none() {
-                open = Some(ms);
-            } else if ends {
-                if let Some(from) = open.take() {
-                    out.push((comp.clone(), from, Some(ms)));
-                }
-            }
-        }
-        if let Some(from) = open {
-            out.push((comp, from, None));
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_leader_link_never_leaves_two_actives() {
     let net = match Net::create(3) {
@@ -220,9 +159,8 @@ async fn a_flapping_leader_link_never_leaves_two_actives() {
         }
     };
     let counter_dir = tempfile::tempdir().expect("tempdir");
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/model.toml");
     let opts = LocalOptions {
-        amf_model: Some(model),
+        amf_model: Some(model_path()),
         env: vec![(
             "NINES_COUNTER_DIR".into(),
             counter_dir.path().display().to_string(),
@@ -256,27 +194,14 @@ async fn a_flapping_leader_link_never_leaves_two_actives() {
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 
     eprintln!("phase: from the counters' own logs, never two actives");
-    let end = now_ms();
-    let intervals = believed_active(counter_dir.path());
-    let components: std::collections::BTreeSet<&str> =
-        intervals.iter().map(|(c, _, _)| c.as_str()).collect();
-    assert!(!components.is_empty(), "no component ever became active");
-    for (i, (ca, fa, ta)) in intervals.iter().enumerate() {
-        for (cb, fb, tb) in &intervals[i + 1..] {
-            if ca == cb {
-                continue;
-            }
-            let (ea, eb) = (ta.unwrap_or(end), tb.unwrap_or(end));
-            assert!(
-                !(fa < &eb && fb < &ea),
-                "{ca} and {cb} believed themselves active at once: {intervals:#?}"
-            );
-        }
-    }
-    let by: BTreeMap<&str, usize> = intervals.iter().fold(BTreeMap::new(), |mut m, (c, _, _)| {
-        *m.entry(c.as_str()).or_default() += 1;
-        m
-    });
+    assert_never_two_actives(counter_dir.path(), &BTreeMap::new(), 1);
+    let by = believed_active(counter_dir.path()).into_iter().fold(
+        BTreeMap::<String, usize>::new(),
+        |mut m, b| {
+            *m.entry(b.component).or_default() += 1;
+            m
+        },
+    );
     eprintln!(
         "figures: flapping from {flap_start}; believed-active intervals per component: {by:?}"
     );

@@ -21,127 +21,15 @@
 //! - The active's agent gets SIGTERM: a switchover before it stops; restarted, it unlocks its
 //!   node again.
 
+mod promise;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nines_cli::local::{LocalCluster, LocalOptions};
+use promise::*;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_nines");
-const LONG: Duration = Duration::from_secs(60);
-const SI: &str = "counter-si";
-
-fn model_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/model.toml")
-}
-
-fn nines(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().expect("run nines")
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-}
-
-/// One interval during which a component believed it was active for an SI: from its `set SI
-/// active` line to its next line that gives the SI up (another HA state, remove, terminate), or
-/// `None` when it never gave it up in its log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Believed {
-    component: String,
-    si: String,
-    epoch: u64,
-    from_ms: u64,
-    to_ms: Option<u64>,
-}
-
-/// Every believed-active interval in the counters' logs (`<ms> <event> <si> <value> <epoch>`).
-fn believed_active(dir: &Path) -> Vec<Believed> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).expect("counter dir") {
-        let p = e.expect("entry").path();
-        let component = p.file_stem().unwrap().to_string_lossy().to_string();
-        let text = std::fs::read_to_string(&p).unwrap_or_default();
-        let mut open: BTreeMap<String, Believed> = BTreeMap::new();
-        for line in text.lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            if f.len() < 5 {
-                continue;
-            }
-            let (ms, event, si) = (f[0].parse().unwrap_or(0), f[1], f[2]);
-            let gives_up = match event {
-                "set" => f[3] != "active",
-                "remove" => true,
-                "terminate" | "registered" => {
-                    // Terminate releases every SI; a new registration is a new process.
-                    for (_, mut b) in std::mem::take(&mut open) {
-                        b.to_ms = Some(ms);
-                        out.push(b);
-                    }
-                    continue;
-                }
-                _ => false,
-            };
-            if gives_up {
-                if let Some(mut b) = open.remove(si) {
-                    b.to_ms = Some(ms);
-                    out.push(b);
-                }
-            } else if event == "set" && !open.contains_key(si) {
-                let b = Believed {
-                    component: component.clone(),
-                    si: si.to_string(),
-                    epoch: f[4].parse().unwrap_or(0),
-                    from_ms: ms,
-                    to_ms: None,
-                };
-                open.insert(si.to_string(), b);
-            }
-        }
-        out.extend(open.into_values());
-    }
-    out.sort_by_key(|b| b.from_ms);
-    out
-}
-
-/// No two components believed themselves active for one SI at once. `ended` maps a component
-/// whose process the story killed to when it did (its interval ends there at the latest); an
-/// interval still open otherwise lasts to the end of the story. Fails when fewer than
-/// `components_min` components were ever active: a check that saw nothing proves nothing.
-fn assert_never_two_actives(dir: &Path, ended: &BTreeMap<String, u64>, components_min: usize) {
-    let end_of_story = now_ms();
-    let intervals = believed_active(dir);
-    let active_components: std::collections::BTreeSet<&str> =
-        intervals.iter().map(|b| b.component.as_str()).collect();
-    assert!(
-        active_components.len() >= components_min,
-        "only {active_components:?} ever believed itself active; the story needs \
-         {components_min}: {intervals:#?}"
-    );
-    let end = |b: &Believed| {
-        let killed = ended.get(&b.component).copied().unwrap_or(u64::MAX);
-        b.to_ms.unwrap_or(end_of_story).min(killed)
-    };
-    for (i, a) in intervals.iter().enumerate() {
-        for b in &intervals[i + 1..] {
-            if a.si != b.si || a.component == b.component {
-                continue;
-            }
-            let overlap = a.from_ms < end(b) && b.from_ms < end(a);
-            assert!(
-                !overlap,
-                "two components believed themselves active for {} at once: {a:?} and {b:?}\n\
-                 all intervals: {intervals:#?}",
-                a.si
-            );
-        }
-    }
-}
 
 struct Story {
     c: LocalCluster,
@@ -179,6 +67,17 @@ impl Story {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// Wait for the 2N assignment, then let the active count for a while; the status, the active
+    /// SU and its epoch.
+    async fn counting(&self, eps: &[String]) -> (Value, String, u64) {
+        let st = self
+            .wait_for("2N assignment", eps, |s| settled(s).is_some())
+            .await;
+        let (active, epoch) = settled(&st).expect("settled");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        (st, active, epoch)
+    }
+
     async fn wait_for(&self, what: &str, eps: &[String], pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + LONG;
         let mut last = Value::Null;
@@ -198,57 +97,13 @@ impl Story {
     }
 }
 
-/// The SI's confirmed (nothing pending) active SU and its epoch, with one standby.
-fn settled(st: &Value) -> Option<(String, u64)> {
-    let si = st["sis"].as_array()?.iter().find(|s| s["name"] == SI)?;
-    let a = si["assignments"].as_array()?;
-    if a.iter().any(|x| !x["pending"].is_null()) {
-        return None;
-    }
-    let active: Vec<&Value> = a.iter().filter(|x| x["ha_state"] == "active").collect();
-    let standby = a.iter().filter(|x| x["ha_state"] == "standby").count();
-    (active.len() == 1 && standby == 1).then(|| {
-        (
-            active[0]["su"].as_str().unwrap_or_default().to_string(),
-            active[0]["epoch"].as_u64().unwrap_or(0),
-        )
-    })
-}
-
-/// The SI's active SU, pending or not.
-fn active_su(st: &Value) -> Option<(String, u64)> {
-    let si = st["sis"].as_array()?.iter().find(|s| s["name"] == SI)?;
-    let a = si["assignments"].as_array()?;
-    let x = a.iter().find(|x| x["ha_state"] == "active")?;
-    Some((x["su"].as_str()?.to_string(), x["epoch"].as_u64()?))
-}
-
-fn node_of(st: &Value, su: &str) -> u64 {
-    let node = st["sus"]
-        .as_array()
-        .expect("sus")
-        .iter()
-        .find(|s| s["name"] == su)
-        .and_then(|s| s["node"].as_str())
-        .expect("the SU's node");
-    node.trim_start_matches('n').parse().expect("node nN")
-}
-
-fn signal(pid: u32, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal the agent");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_agents_active_stops_at_its_lease_before_the_standby_takes_over() {
     let story = Story::start();
     let all = story.c.endpoints();
     eprintln!("phase: wait for active + standby, let the active count");
-    let st = story
-        .wait_for("2N assignment", &all, |s| settled(s).is_some())
-        .await;
-    let (active, epoch) = settled(&st).expect("settled");
+    let (st, active, epoch) = story.counting(&all).await;
     let node = node_of(&st, &active);
-    tokio::time::sleep(Duration::from_millis(800)).await;
 
     eprintln!("phase: SIGSTOP the agent of node {node} (its components keep running) for 3 s");
     let pid = story.c.pid(node).expect("the agent runs");
@@ -307,12 +162,8 @@ async fn a_node_fenced_briefly_resumes_its_active_when_the_lease_returns() {
     // fences) but never the detection: the cluster must not fail the node over.
     let story = Story::start_with("[heartbeat]\ntimeout_ms = 2000\n".into());
     let all = story.c.endpoints();
-    let st = story
-        .wait_for("2N assignment", &all, |s| settled(s).is_some())
-        .await;
-    let (active, epoch) = settled(&st).expect("settled");
+    let (st, active, epoch) = story.counting(&all).await;
     let node = node_of(&st, &active);
-    tokio::time::sleep(Duration::from_millis(800)).await;
 
     eprintln!("phase: SIGSTOP node {node}'s agent for 600 ms (lease 300 ms, detection 2 s)");
     let pid = story.c.pid(node).expect("the agent runs");
@@ -420,27 +271,11 @@ async fn losing_the_leader_does_not_fail_over_a_healthy_active() {
     assert_never_two_actives(story.counter_dir.path(), &BTreeMap::new(), 1);
 }
 
-/// The component and pid of SU `su`.
-fn component_of(st: &Value, su: &str) -> (String, u32) {
-    let c = st["components"]
-        .as_array()
-        .expect("components")
-        .iter()
-        .find(|c| c["su"] == su)
-        .expect("the SU's component");
-    let name = c["name"].as_str().expect("name").to_string();
-    (name, c["pid"].as_u64().unwrap_or(0) as u32)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_failovers_in_a_row_never_leave_two_actives() {
     let story = Story::start();
     let all = story.c.endpoints();
-    let st = story
-        .wait_for("2N assignment", &all, |s| settled(s).is_some())
-        .await;
-    let (first, epoch) = settled(&st).expect("settled");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (st, first, epoch) = story.counting(&all).await;
     let mut killed = BTreeMap::new();
     let (comp, pid) = component_of(&st, &first);
     eprintln!("phase: kill -9 the active {comp}");
@@ -513,11 +348,7 @@ fn watch_death(pid: u32) -> std::thread::JoinHandle<Option<u64>> {
 async fn a_hung_active_is_killed_before_its_standby_takes_over() {
     let story = Story::start();
     let all = story.c.endpoints();
-    let st = story
-        .wait_for("2N assignment", &all, |s| settled(s).is_some())
-        .await;
-    let (active, epoch) = settled(&st).expect("settled");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (st, active, epoch) = story.counting(&all).await;
     let (comp, pid) = component_of(&st, &active);
     eprintln!("phase: SIGSTOP the active component {comp} (pid {pid}): its watchdog must catch it");
     let death = watch_death(pid);
@@ -560,12 +391,8 @@ fn assert_quiesced_first(dir: &Path, epoch: u64) {
 async fn draining_the_actives_node_is_a_switchover() {
     let story = Story::start();
     let all = story.c.endpoints();
-    let st = story
-        .wait_for("2N assignment", &all, |s| settled(s).is_some())
-        .await;
-    let (active, epoch) = settled(&st).expect("settled");
+    let (st, active, epoch) = story.counting(&all).await;
     let node = node_of(&st, &active);
-    tokio::time::sleep(Duration::from_millis(800)).await;
 
     eprintln!("phase: drain node {node}, which hosts the active");
     let id = node.to_string();
@@ -621,12 +448,8 @@ async fn draining_the_actives_node_is_a_switchover() {
 async fn sigterm_of_the_actives_agent_is_a_switchover_and_the_restart_unlocks() {
     let mut story = Story::start();
     let all = story.c.endpoints();
-    let st = story
-        .wait_for("2N assignment", &all, |s| settled(s).is_some())
-        .await;
-    let (active, epoch) = settled(&st).expect("settled");
+    let (st, active, epoch) = story.counting(&all).await;
     let node = node_of(&st, &active);
-    tokio::time::sleep(Duration::from_millis(800)).await;
 
     eprintln!("phase: SIGTERM the agent of node {node}, which hosts the active");
     let code = story
