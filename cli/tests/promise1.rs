@@ -268,6 +268,16 @@ async fn losing_the_leader_does_not_fail_over_a_healthy_active() {
         wrote_during > 0,
         "the active never wrote through the new leader while the old one was paused:\n{log}"
     );
+    let first_after_ms = log
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some("wrote"))
+        .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
+        .find(|ms| *ms > paused_at_ms + 150)
+        .map(|ms| ms - paused_at_ms);
+    eprintln!(
+        "figures: {wrote_during} writes acknowledged while the leader was paused; the first more \
+         than 150 ms into the pause came {first_after_ms:?} ms after it began"
+    );
     assert_never_two_actives(story.counter_dir.path(), &BTreeMap::new(), 1);
 }
 
