@@ -213,9 +213,7 @@ impl Membership for MembershipService {
         let deadline = tokio::time::Instant::now() + timeout;
         let switched = crate::switchover::switch_over(&self.proposer, r.node, deadline)
             .await
-            .map_err(|why| {
-                Status::deadline_exceeded(format!("drain of node {} not done: {why}", r.node))
-            })?;
+            .map_err(|why| why.status(&format!("drain of node {} not done", r.node)))?;
         tracing::info!(
             node = r.node,
             ?switched,

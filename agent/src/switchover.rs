@@ -40,25 +40,61 @@ pub(crate) enum Switched {
     NotInModel,
 }
 
+/// Why a switchover did not complete, for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SwitchError {
+    /// The node still holds assignments at the deadline (it stays locked; nothing was moved
+    /// abruptly).
+    Timeout(String),
+    /// The cluster could not be read or written (no leader, cut off).
+    Unavailable(String),
+    /// The cluster refused the lock.
+    Refused(String),
+}
+
+impl SwitchError {
+    /// The gRPC status to answer with.
+    pub(crate) fn status(&self, what: &str) -> tonic::Status {
+        match self {
+            SwitchError::Timeout(m) => tonic::Status::deadline_exceeded(format!("{what}: {m}")),
+            SwitchError::Unavailable(m) => tonic::Status::unavailable(format!("{what}: {m}")),
+            SwitchError::Refused(m) => tonic::Status::failed_precondition(format!("{what}: {m}")),
+        }
+    }
+}
+
+impl std::fmt::Display for SwitchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SwitchError::Timeout(m) | SwitchError::Unavailable(m) | SwitchError::Refused(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
 /// Take node `node`'s SUs out of service gracefully and wait, until `deadline`, for it to hold
-/// no assignment and no directive.
+/// no assignment and no directive. A node that is not a member has nothing to switch over
+/// ([`Switched::NotInModel`]; its leave is refused with NOT_EXIST).
 ///
 /// # Errors
-/// A sentence for the operator: the node still holds assignments at the deadline (it stays
-/// locked; nothing was moved abruptly), or the cluster refused or could not take the lock.
+/// [`SwitchError`]: the node still holds assignments at the deadline, or the cluster refused or
+/// could not take the lock.
 pub(crate) async fn switch_over(
     proposer: &Proposer<AgentState>,
     node: NodeId,
     deadline: Instant,
-) -> Result<Switched, String> {
+) -> Result<Switched, SwitchError> {
     let left = || deadline.saturating_duration_since(Instant::now());
     let name = proposer
         .read(ReadMode::Linearizable, left(), move |s: &AgentState| {
             s.members.get(&node).map(|p| p.name.clone())
         })
         .await
-        .map_err(|e| format!("cannot read the membership: {e}"))?
-        .ok_or_else(|| format!("node {node} is not a member"))?;
+        .map_err(|e| SwitchError::Unavailable(format!("cannot read the membership: {e}")))?;
+    let Some(name) = name else {
+        return Ok(Switched::NotInModel);
+    };
     let locked = loop {
         let lock = Command::Amf(AmfCommand::Admin {
             op: AdminOp::Lock,
@@ -72,18 +108,25 @@ pub(crate) async fn switch_over(
             Ok(Response::Amf(AmfResponse::Refused(e))) if e.code == ErrorCode::TryAgain => {
                 // An SG is busy with another batch: wait for it, within the deadline.
                 if Instant::now() + Duration::from_millis(POLL_MS) >= deadline {
-                    return Err(format!("cannot lock node {name} in time: {}", e.message));
+                    return Err(SwitchError::Timeout(format!(
+                        "cannot lock node {name} in time: {}",
+                        e.message
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
             }
             Ok(Response::Amf(AmfResponse::Refused(e))) => {
-                return Err(format!(
+                return Err(SwitchError::Refused(format!(
                     "the cluster refused to lock node {name}: {}",
                     e.message
-                ));
+                )));
             }
             Ok(_) => break true,
-            Err(e) => return Err(format!("cannot lock node {name}: {e}")),
+            Err(e) => {
+                return Err(SwitchError::Unavailable(format!(
+                    "cannot lock node {name}: {e}"
+                )))
+            }
         }
     };
     tracing::info!(node = %name, "switchover: node locked, waiting for its assignments to move");
@@ -95,17 +138,19 @@ pub(crate) async fn switch_over(
                 v.held.len() + v.directives.len()
             })
             .await
-            .map_err(|e| format!("cannot read node {name}'s assignments: {e}"))?;
+            .map_err(|e| {
+                SwitchError::Unavailable(format!("cannot read node {name}'s assignments: {e}"))
+            })?;
         if held == 0 {
             tracing::info!(node = %name, "switchover: the node holds no assignment");
             return Ok(Switched::Done { locked });
         }
         if Instant::now() + Duration::from_millis(POLL_MS) >= deadline {
-            return Err(format!(
+            return Err(SwitchError::Timeout(format!(
                 "node {name} still holds {held} assignments or directives at the deadline; it \
-                 stays locked and nothing was moved abruptly: retry with a longer --timeout-ms, \
-                 or unlock it with `nines admin unlock node {name}`"
-            ));
+                 stays locked and nothing was moved abruptly: retry the drain, or unlock it with \
+                 `nines admin unlock node {name}`"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
     }
