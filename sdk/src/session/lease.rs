@@ -76,6 +76,9 @@ pub(crate) struct Lease {
     action: AtomicU8,
     /// The session is over: the guard thread returns.
     stopped: AtomicBool,
+    /// Renewals that came after the previous deadline had passed: the lease lapsed in between,
+    /// even if the guard thread (starved, say) did not wake up in time to see it.
+    lapses: AtomicU64,
     /// Expiries handled and confirmed, under the guard's lock.
     guard: Mutex<Expiries>,
     /// Wakes the guard thread (a renewal, a confirmation, the end).
@@ -107,6 +110,7 @@ impl Lease {
             quiesce_ms,
             action: AtomicU8::new(LeaseExpiry::EndProcess as u8),
             stopped: AtomicBool::new(false),
+            lapses: AtomicU64::new(0),
             guard: Mutex::new(Expiries::default()),
             wake: Condvar::new(),
             renewed: Notify::new(),
@@ -152,11 +156,15 @@ impl Lease {
         if deadline_ns <= old {
             return false;
         }
+        let lapsed = old != 0 && old <= now;
+        if lapsed {
+            self.lapses.fetch_add(1, Ordering::AcqRel);
+        }
         // Taken so the guard cannot miss the wake-up between its check and its wait.
         drop(self.lock());
         self.wake.notify_all();
         self.renewed.notify_waiters();
-        old <= now && deadline_ns > now
+        lapsed && deadline_ns > now
     }
 
     /// The worker quiesced every active CSI for expiry `n`.
@@ -262,6 +270,8 @@ pub(crate) fn spawn_guard(
 fn guard(lease: &Lease, shared: &Shared, ordered: &mpsc::Sender<Ordered>) {
     // The deadline whose expiry was last handled, and whether its quiesce was confirmed.
     let mut handled: Option<(u64, bool)> = None;
+    // Lapses already looked at.
+    let mut seen_lapses = 0;
     let mut e = lease.lock();
     loop {
         if lease.stopped.load(Ordering::Acquire) {
@@ -269,23 +279,31 @@ fn guard(lease: &Lease, shared: &Shared, ordered: &mpsc::Sender<Ordered>) {
         }
         let deadline = lease.deadline_ns();
         let now = mono_now_ns();
-        if now < deadline {
+        // A renewal that came after the deadline had passed does not undo the lapse: a guard
+        // that woke too late to see it still stops the component (the agent re-delivers).
+        let lapses = lease.lapses.load(Ordering::Acquire);
+        let lapsed = lapses != seen_lapses;
+        if now < deadline && !lapsed {
             e = wait(lease, e, Duration::from_nanos(deadline - now));
             continue;
         }
-        let again = match handled {
-            Some((d, confirmed)) => d != deadline || confirmed,
-            None => true,
-        };
+        seen_lapses = lapses;
+        let again = lapsed
+            || match handled {
+                Some((d, confirmed)) => d != deadline || confirmed,
+                None => true,
+            };
         if !holds_active(shared) || !again {
-            e = wait(lease, e, Duration::from_millis(EXPIRED_POLL_MS));
+            if now >= deadline {
+                e = wait(lease, e, Duration::from_millis(EXPIRED_POLL_MS));
+            }
             continue;
         }
         e.handed += 1;
         let n = e.handed;
         let late_ms = (now - deadline.min(now)) / 1_000_000;
         tracing::warn!(
-            component = %lease.component, late_ms,
+            component = %lease.component, late_ms, lapsed,
             "lease from the agent ran out: the component stops acting as active"
         );
         if ordered
@@ -482,6 +500,12 @@ mod tests {
         assert!(!expired.is_valid());
         assert!(expired.renew(mono_now_ns() + 60_000_000_000));
         assert!(expired.is_valid());
+        assert_eq!(
+            expired.lapses.load(Ordering::Acquire),
+            1,
+            "a renewal after the deadline records the lapse"
+        );
+        assert_eq!(lease.lapses.load(Ordering::Acquire), 0);
         assert!(!Lease::new("c", 0, 0).is_valid(), "no grant: no lease");
     }
 }
