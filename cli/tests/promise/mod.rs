@@ -90,6 +90,17 @@ pub fn believed_active(dir: &Path) -> Vec<Believed> {
     out
 }
 
+/// Every counter log, whole, for a failure message.
+pub fn raw_logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(dir).expect("counter dir") {
+        let p = e.expect("entry").path();
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        out.push_str(&format!("== {}\n{text}", p.display()));
+    }
+    out
+}
+
 /// No two components believed themselves active for one SI at once. `ended` maps a component
 /// whose process the story killed to when it did (its interval ends there at the latest); an
 /// interval still open otherwise lasts to the end of the story. Fails when fewer than
@@ -102,7 +113,8 @@ pub fn assert_never_two_actives(dir: &Path, ended: &BTreeMap<String, u64>, compo
     assert!(
         active_components.len() >= components_min,
         "only {active_components:?} ever believed itself active; the story needs \
-         {components_min}: {intervals:#?}"
+         {components_min}: {intervals:#?}\nthe counters' logs:\n{}",
+        raw_logs(dir)
     );
     let end = |b: &Believed| {
         let killed = ended.get(&b.component).copied().unwrap_or(u64::MAX);
@@ -114,12 +126,14 @@ pub fn assert_never_two_actives(dir: &Path, ended: &BTreeMap<String, u64>, compo
                 continue;
             }
             let overlap = a.from_ms < end(b) && b.from_ms < end(a);
-            assert!(
-                !overlap,
-                "two components believed themselves active for {} at once: {a:?} and {b:?}\n\
-                 all intervals: {intervals:#?}",
-                a.si
-            );
+            if overlap {
+                panic!(
+                    "two components believed themselves active for {} at once: {a:?} and \
+                     {b:?}\nall intervals: {intervals:#?}\nthe counters' logs:\n{}",
+                    a.si,
+                    raw_logs(dir)
+                );
+            }
         }
     }
 }
