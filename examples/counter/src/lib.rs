@@ -97,7 +97,10 @@ impl Shared {
             .append(true)
             .open(path)
         {
-            let _ = writeln!(f, "{ms} {line}");
+            // One write per line: with O_APPEND it lands whole, even when two tasks note at once
+            // (`writeln!` writes piecewise, and lines from the session's callbacks and the work
+            // loop interleaved into one unreadable line).
+            let _ = f.write_all(format!("{ms} {line}\n").as_bytes());
         }
     }
 }
