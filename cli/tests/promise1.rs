@@ -505,11 +505,11 @@ fn the_interval_check_fails_on_overlap_and_on_seeing_nothing() {
     };
     write(
         "a",
-        "1000 registered n1 - 0\n1100 set counter-si active 5\n1500 set counter-si quiesced 5\n",
+        "1000 started - 11 0\n1100 set counter-si active 5\n1500 set counter-si quiesced 5\n",
     );
     write(
         "b",
-        "1000 registered n2 - 0\n1200 set counter-si standby 5\n1500 set counter-si active 6\n",
+        "1000 started - 12 0\n1200 set counter-si standby 5\n1500 set counter-si active 6\n",
     );
     let none = BTreeMap::new();
     assert_never_two_actives(dir.path(), &none, 2);
@@ -520,14 +520,11 @@ fn the_interval_check_fails_on_overlap_and_on_seeing_nothing() {
     );
     write(
         "b",
-        "1000 registered n2 - 0\n1200 set counter-si standby 5\n1499 set counter-si active 6\n",
+        "1000 started - 12 0\n1200 set counter-si standby 5\n1499 set counter-si active 6\n",
     );
     let overlap = std::panic::catch_unwind(|| assert_never_two_actives(dir.path(), &none, 2));
     assert!(overlap.is_err(), "an overlap of 1 ms must fail");
-    write(
-        "a",
-        "1000 registered n1 - 0\n1100 set counter-si active 5\n",
-    );
+    write("a", "1000 started - 11 0\n1100 set counter-si active 5\n");
     let open = std::panic::catch_unwind(|| assert_never_two_actives(dir.path(), &none, 2));
     assert!(
         open.is_err(),

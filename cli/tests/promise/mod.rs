@@ -58,8 +58,9 @@ pub fn believed_active(dir: &Path) -> Vec<Believed> {
             let gives_up = match event {
                 "set" => f[3] != "active",
                 "remove" => true,
-                "terminate" | "registered" => {
-                    // Terminate releases every SI; a new registration is a new process.
+                "terminate" | "started" => {
+                    // Terminate releases every SI; `started` is a new process (the counter notes
+                    // it before its session, whose callbacks may come before `registered`).
                     for (_, mut b) in std::mem::take(&mut open) {
                         b.to_ms = Some(ms);
                         out.push(b);

@@ -10,8 +10,9 @@
 //! Environment (set by the agent): `NINES_COMPONENT`, `NINES_SOCKET`, `NINES_ENDPOINTS` (the
 //! checkpoint service). Optional: `NINES_COUNTER_DIR`, a directory where each instance appends
 //! its HA transitions and acknowledged values to `<component>.log` (one line each:
-//! `<unix ms> <event> <si> <value or HA state> <epoch>`), which drills and tests read to check
-//! that no two instances were active at once and that no acknowledged value was lost.
+//! `<unix ms> <event> <si> <value or HA state> <epoch>`; a process's first line is `started - <pid>
+//! 0`), which drills and tests read to check that no two instances were active at once and that
+//! no acknowledged value was lost.
 //!
 //! The work loop (active or standby) advances a progress counter every `COUNT_INTERVAL`; the
 //! SDK kicks the component's watchdog only while it moves, so a stopped (SIGSTOP) or stuck
@@ -172,6 +173,9 @@ pub async fn run() -> Result<(), String> {
         wake: tokio::sync::Notify::new(),
         log,
     });
+    // Before the session: its callbacks may run before `connect` returns, and a reader of the
+    // log takes this line as the start of a new process.
+    shared.note(&format!("started - {} 0", std::process::id()));
     let session = Session::connect(Counter(shared.clone()))
         .await
         .map_err(|e| e.to_string())?;
