@@ -330,7 +330,14 @@ async fn two_failovers_in_a_row_never_leave_two_actives() {
         })
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_never_two_actives(story.counter_dir.path(), &killed, 3);
+    // The third active may be the first SU again (repaired in the meantime) or the spare.
+    assert_never_two_actives(story.counter_dir.path(), &killed, 2);
+    let intervals = believed_active(story.counter_dir.path());
+    assert!(
+        intervals.len() >= 3,
+        "three actives in a row expected: {intervals:#?}\n{}",
+        raw_logs(story.counter_dir.path())
+    );
 }
 
 /// Watch process `pid` (bounded by [`LONG`]) and return when it died, ms since the Unix epoch (a
