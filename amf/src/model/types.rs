@@ -1,5 +1,5 @@
 //! The model's entity definitions: flat TOML tables, unknown fields refused, optional fields
-//! defaulted as SEMANTICS.md §2 says.
+//! take the defaults given beside them (AIS's, where AIS has one).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,5 @@
-//! Administrative operations on SUs, nodes and SIs (SEMANTICS.md §4.4, §4.6): validation with
+//! Administrative operations on SUs, nodes and SIs (lock, unlock, lock/unlock-instantiation,
+//! shutdown, SI lock and swap, as AIS defines them for 2N and no-redundancy): validation with
 //! the AIS result, then the state change. The batches follow from the plan, not from here.
 
 use super::common::{is_acked_active, msg};

@@ -1,4 +1,5 @@
-//! SI assignment state and the "SI unassigned" alarm (SEMANTICS.md §1.4).
+//! SI assignment state (unassigned, partially or fully assigned, as AIS counts the active and
+//! standby assignments an SI has against what its SG wants) and the "SI unassigned" alarm.
 //!
 //! The state is computed at batch boundaries (when nothing is in flight), after the next batch
 //! is sent, counting sent assignments as made (OpenSAF updates its counters when it sends). So
