@@ -31,11 +31,9 @@ const UNLOCK_AFTER_STOP_MS: u64 = 60_000;
 /// How a switchover ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Switched {
-    /// The node holds no assignment (it was locked, or held none).
-    Done {
-        /// Whether this call locked the node (someone must unlock it when it is back).
-        locked: bool,
-    },
+    /// This call locked the node, and it now holds no assignment (someone must unlock it when
+    /// it is back).
+    Locked,
     /// There is nothing to switch over: no AMF model, or the node is not in it.
     NotInModel,
 }
@@ -95,7 +93,7 @@ pub(crate) async fn switch_over(
     let Some(name) = name else {
         return Ok(Switched::NotInModel);
     };
-    let locked = loop {
+    loop {
         let lock = Command::Amf(AmfCommand::Admin {
             op: AdminOp::Lock,
             kind: TargetKind::Node,
@@ -121,14 +119,14 @@ pub(crate) async fn switch_over(
                     e.message
                 )));
             }
-            Ok(_) => break true,
+            Ok(_) => break,
             Err(e) => {
                 return Err(SwitchError::Unavailable(format!(
                     "cannot lock node {name}: {e}"
                 )))
             }
         }
-    };
+    }
     tracing::info!(node = %name, "switchover: node locked, waiting for its assignments to move");
     loop {
         let n = name.clone();
@@ -143,7 +141,7 @@ pub(crate) async fn switch_over(
             })?;
         if held == 0 {
             tracing::info!(node = %name, "switchover: the node holds no assignment");
-            return Ok(Switched::Done { locked });
+            return Ok(Switched::Locked);
         }
         if Instant::now() + Duration::from_millis(POLL_MS) >= deadline {
             return Err(SwitchError::Timeout(format!(
@@ -172,7 +170,7 @@ pub(crate) async fn planned_stop(
     if holds_assignments(&proposer, node).await {
         tracing::info!("stop requested: switching this node's assignments over first");
         match switch_over(&proposer, node, deadline).await {
-            Ok(Switched::Done { locked: true }) => {
+            Ok(Switched::Locked) => {
                 if let Err(e) = std::fs::write(data_dir.join(LOCKED_BY_STOP_FILE), b"") {
                     tracing::warn!(
                         "cannot record the planned stop's lock ({e}); unlock this node with \

@@ -81,7 +81,7 @@ pub enum SessionEvent {
         count: u64,
     },
     /// What the component now believes it holds (after every change, and once after it
-    /// registered). See [`SessionHub::belief`].
+    /// registered).
     Belief {
         /// The component.
         component: String,
@@ -182,8 +182,6 @@ struct Live {
     pending: HashMap<u64, oneshot::Sender<InvocationResponse>>,
     /// When the session's highest kick count arrived, and that count (`None` before any).
     last_kick: Option<(Instant, u64)>,
-    /// What the component last said it believes (`None` before its first report).
-    belief: Option<Belief>,
     /// Dropped with the session: wakes its reader.
     _close: oneshot::Sender<()>,
     /// Dropped with the session: ends its lease-grant forwarder.
@@ -284,17 +282,6 @@ impl SessionHub {
             *d = Some(deadline);
             true
         });
-    }
-
-    /// The components' lease deadline now (`None` before the first grant).
-    pub fn lease_deadline(&self) -> Option<Instant> {
-        *self.inner.lease.borrow()
-    }
-
-    /// What `component`'s live session last reported it believes (`None`: no session, or no
-    /// report yet).
-    pub fn belief(&self, component: &str) -> Option<Belief> {
-        self.inner.lock().live.get(component)?.belief.clone()
     }
 
     /// Whether `component` has a live session.
@@ -530,7 +517,6 @@ impl Inner {
             in_flight: Arc::new(Semaphore::new(INVOCATIONS_IN_FLIGHT_MAX)),
             pending: HashMap::new(),
             last_kick: None,
-            belief: None,
             _close: close_tx,
             _grants_stop: grants_stop,
         };
@@ -596,19 +582,14 @@ impl Inner {
         }
     }
 
-    /// A belief report from `component`'s session `session`: recorded and announced (one from a
-    /// replaced session is dropped).
+    /// A belief report from `component`'s session `session`: announced to the director (one from
+    /// a replaced session is dropped).
     pub(crate) fn belief(&self, component: &str, session: u64, belief: Belief) {
-        let current = {
-            let mut st = self.lock();
-            match st.live.get_mut(component) {
-                Some(live) if live.id == session => {
-                    live.belief = Some(belief.clone());
-                    true
-                }
-                _ => false,
-            }
-        };
+        let current = self
+            .lock()
+            .live
+            .get(component)
+            .is_some_and(|live| live.id == session);
         if current {
             self.emit(SessionEvent::Belief {
                 component: component.to_string(),
