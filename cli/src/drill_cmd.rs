@@ -3,7 +3,9 @@
 
 use std::io::{IsTerminal, Write};
 
-use nines_cli::drill::{self, local::SupervisedCluster, report, DrillKind, DrillReport, DrillSpec};
+use nines_cli::drill::{
+    self, local::SupervisedCluster, report, DrillKind, DrillReport, DrillSpec, Flap,
+};
 use nines_cli::output::Format;
 
 use crate::{DrillArgs, DrillCmd};
@@ -12,6 +14,7 @@ use crate::{DrillArgs, DrillCmd};
 const LOCAL_SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn spec(args: &DrillArgs) -> DrillSpec {
+    let mut flap = None;
     let (kind, node, pause) = match &args.drill {
         DrillCmd::ComponentKill => (DrillKind::ComponentKill, None, None),
         DrillCmd::ComponentHang => (DrillKind::ComponentHang, None, None),
@@ -21,11 +24,25 @@ fn spec(args: &DrillArgs) -> DrillSpec {
         DrillCmd::AgentPause { node, duration } => {
             (DrillKind::AgentPause, node.clone(), Some(*duration))
         }
+        DrillCmd::LinkFlap {
+            node,
+            down,
+            up,
+            span,
+        } => {
+            flap = Some(Flap {
+                down: *down,
+                up: *up,
+                span: *span,
+            });
+            (DrillKind::LinkFlap, node.clone(), None)
+        }
     };
     let mut s = DrillSpec::new(kind);
     s.si = args.si.clone();
     s.node = node;
     s.pause = pause.unwrap_or(s.pause);
+    s.flap = flap.unwrap_or(s.flap);
     s.timeout = args.timeout;
     s.rejoin_timeout = args.rejoin_timeout;
     s.max_ms = args.max_ms;
@@ -80,11 +97,19 @@ pub async fn run(endpoints: &[String], args: DrillArgs, format: Format) -> anyho
 }
 
 async fn run_drills(endpoints: &[String], args: DrillArgs, format: Format) -> anyhow::Result<u8> {
-    let spec = spec(&args);
+    let mut spec = spec(&args);
+    if spec.kind == DrillKind::LinkFlap && !args.local {
+        anyhow::bail!(
+            "link-flap cuts a real network link, which it can only do to a cluster it put in \
+             network namespaces of its own: run `nines drill link-flap --local` (as root, with \
+             iproute2)"
+        );
+    }
     let local = match args.local {
-        true => Some(start_local().await?),
+        true => Some(start_local(spec.kind).await?),
         false => None,
     };
+    spec.links = local.as_ref().and_then(SupervisedCluster::links);
     let eps = local
         .as_ref()
         .map_or_else(|| endpoints.to_vec(), SupervisedCluster::endpoints);
@@ -155,9 +180,12 @@ fn verdict(runs: &[DrillReport], code: u8) -> String {
     }
 }
 
-async fn start_local() -> anyhow::Result<SupervisedCluster> {
+async fn start_local(kind: DrillKind) -> anyhow::Result<SupervisedCluster> {
     let bin = std::env::current_exe()?;
-    let c = SupervisedCluster::start(&bin, vec![])?;
+    let c = match kind {
+        DrillKind::LinkFlap => SupervisedCluster::start_in_namespaces(&bin, vec![])?,
+        _ => SupervisedCluster::start(&bin, vec![])?,
+    };
     c.with(|c| eprintln!("local drill cluster in {}", c.root().display()));
     let eps = c.endpoints();
     drill::observe::wait_settled(&eps, nines_cli::bench_amf::COUNTER_SI, LOCAL_SETTLE).await?;

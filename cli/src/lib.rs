@@ -14,6 +14,7 @@
 //! - [`bench_ckpt`]: `nines bench ckpt`, checkpoint throughput and latency.
 //! - [`drill`]: `nines drill ...`, failure drills against a running cluster, with their
 //!   timelines and the three promises checked.
+//! - [`netns`]: network namespaces whose links can be cut (`nines drill link-flap --local`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -29,4 +30,5 @@ pub mod evt_cmd;
 pub mod evt_limits_cmd;
 pub mod local;
 pub mod members_cmd;
+pub mod netns;
 pub mod output;

@@ -288,6 +288,17 @@ impl LocalCluster {
             .map(Child::id)
     }
 
+    /// `kill -9` every agent and reap them (what dropping the cluster does, but keeping its
+    /// directory).
+    pub fn stop_all(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
     /// `kill -9` node `id`'s agent and reap it.
     pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
         let node = self.node(id)?;
@@ -356,11 +367,6 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
+        self.stop_all();
     }
 }

@@ -186,6 +186,29 @@ enum DrillCmd {
         #[arg(long = "for", default_value = "3s", value_parser = ckpt_cmd::parse_duration)]
         duration: Duration,
     },
+    /// Cut a node's network link and restore it, again and again (default: the node of the
+    /// SI's active; down 300 ms, up 300 ms, for 6 s). Nodes cut off long enough are declared
+    /// down and their SIs fail over; no two components may act as active at any moment, and
+    /// the SI must be protected again once the link stays up.
+    ///
+    /// A link can only be cut where the drill made it: this drill needs --local, and root with
+    /// iproute2 (`ip`), to put the throw-away cluster in network namespaces of its own.
+    ///
+    /// Example: sudo nines drill link-flap --local --repeat 5
+    LinkFlap {
+        /// The node's name (as in `nines status`).
+        #[arg(long)]
+        node: Option<String>,
+        /// How long the link stays down each time.
+        #[arg(long, default_value = "300ms", value_parser = ckpt_cmd::parse_duration)]
+        down: Duration,
+        /// How long it stays up between cuts.
+        #[arg(long, default_value = "300ms", value_parser = ckpt_cmd::parse_duration)]
+        up: Duration,
+        /// How long the flapping lasts (the link is left up after).
+        #[arg(long = "for", default_value = "6s", value_parser = ckpt_cmd::parse_duration)]
+        span: Duration,
+    },
 }
 
 #[derive(Args)]

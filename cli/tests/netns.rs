@@ -10,121 +10,13 @@
 mod promise;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nines_cli::local::{LocalCluster, LocalOptions, HOST_PORT};
+use nines_cli::netns::Namespaces;
 use promise::{assert_never_two_actives, believed_active, model_path, nines, now_ms, settled};
 use promise::{BIN, LONG};
 use serde_json::Value;
-
-/// `ip ARGS`, failing with what it printed.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    ))
-}
-
-/// The namespaces and links of one test run; removed on drop.
-struct Net {
-    switch: String,
-    nodes: Vec<String>,
-    /// The switch-side end of each node's link (index = node id - 1).
-    ports: Vec<String>,
-    /// Each node's address.
-    hosts: Vec<String>,
-}
-
-impl Net {
-    /// `n` node namespaces on one bridge, and the host on it too (to reach the agents).
-    fn create(n: usize) -> Result<Net, String> {
-        // Short, unique per run: interface names have 15 bytes.
-        let tag = std::process::id() % 100_000;
-        let subnet = 20 + std::process::id() % 200;
-        let mut net = Net {
-            switch: format!("n9sw{tag}"),
-            nodes: Vec::new(),
-            ports: Vec::new(),
-            hosts: Vec::new(),
-        };
-        let sw = net.switch.clone();
-        ip(&["netns", "add", &sw])?;
-        ip(&["-n", &sw, "link", "set", "lo", "up"])?;
-        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
-        // The host's own port on the switch.
-        let (hp, hs) = (format!("n9h{tag}"), format!("n9hs{tag}"));
-        ip(&["link", "add", &hp, "type", "veth", "peer", "name", &hs])?;
-        ip(&["link", "set", &hs, "netns", &sw])?;
-        ip(&["-n", &sw, "link", "set", &hs, "master", "br0", "up"])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("10.213.{subnet}.254/24"),
-            "dev",
-            &hp,
-        ])?;
-        ip(&["link", "set", &hp, "up"])?;
-        for i in 1..=n {
-            let ns = format!("n9n{tag}x{i}");
-            let (inner, port) = (format!("n9e{tag}x{i}"), format!("n9p{tag}x{i}"));
-            ip(&["netns", "add", &ns])?;
-            net.nodes.push(ns.clone());
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            ip(&["link", "add", &inner, "type", "veth", "peer", "name", &port])?;
-            ip(&["link", "set", &inner, "netns", &ns])?;
-            ip(&["link", "set", &port, "netns", &sw])?;
-            ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
-            let host = format!("10.213.{subnet}.{i}");
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{host}/24"),
-                "dev",
-                &inner,
-            ])?;
-            ip(&["-n", &ns, "link", "set", &inner, "up"])?;
-            net.ports.push(port);
-            net.hosts.push(host);
-        }
-        Ok(net)
-    }
-
-    /// Bring node `id`'s link up or down (at the switch).
-    fn link(&self, id: u64, up: bool) {
-        let port = &self.ports[id as usize - 1];
-        let state = if up { "up" } else { "down" };
-        ip(&["-n", &self.switch, "link", "set", port, state]).expect("flap a link");
-    }
-
-    /// The command prefix that runs a program in node `id`'s namespace.
-    fn wrap(&self) -> Vec<Vec<String>> {
-        self.nodes
-            .iter()
-            .map(|ns| vec!["ip".into(), "netns".into(), "exec".into(), ns.clone()])
-            .collect()
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes the veth ends in it, and with them their peers.
-        for ns in self.nodes.iter().chain([&self.switch]) {
-            let _ = ip(&["netns", "del", ns]);
-        }
-    }
-}
 
 fn status(eps: &str) -> Option<Value> {
     let out = nines(&["amf", "status", "-o", "json", "--endpoints", eps]);
@@ -151,10 +43,10 @@ async fn wait_settled(eps: &str, what: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_leader_link_never_leaves_two_actives() {
-    let net = match Net::create(3) {
+    let net = match Namespaces::create(3) {
         Ok(n) => n,
         Err(why) => {
-            eprintln!("SKIPPED: cannot create network namespaces here ({why}); run as root");
+            eprintln!("SKIPPED: cannot create network namespaces here ({why:#}); run as root");
             return;
         }
     };
@@ -165,13 +57,13 @@ async fn a_flapping_leader_link_never_leaves_two_actives() {
             "NINES_COUNTER_DIR".into(),
             counter_dir.path().display().to_string(),
         )],
-        hosts: net.hosts.clone(),
+        hosts: net.hosts(),
         wrap: net.wrap(),
         ..Default::default()
     };
     let c = LocalCluster::start(BIN.as_ref(), 3, opts).expect("start the agents");
     let eps: Vec<String> = net
-        .hosts
+        .hosts()
         .iter()
         .map(|h| format!("{h}:{HOST_PORT}"))
         .collect();
@@ -183,10 +75,11 @@ async fn a_flapping_leader_link_never_leaves_two_actives() {
 
     eprintln!("phase: flap node {leader}'s link (the leader's): 300 ms down, 300 ms up, 6 s");
     let flap_start = now_ms();
+    let (switch, node) = (net.switch(), format!("n{leader}"));
     for _ in 0..10 {
-        net.link(leader, false);
+        switch.set(&node, false).expect("cut the link");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        net.link(leader, true);
+        switch.set(&node, true).expect("restore the link");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     eprintln!("phase: the link stays up; the SI settles again");
@@ -207,4 +100,35 @@ async fn a_flapping_leader_link_never_leaves_two_actives() {
     );
     drop(c);
     drop(net);
+}
+
+/// `nines drill link-flap --local`, as an operator runs it: the drill makes its own namespaces,
+/// flaps the active's link, and judges the three promises (promise 1 from the components'
+/// beliefs too). Its JSON verdict must be ok, with samples seen.
+#[test]
+fn the_link_flap_drill_runs_as_documented() {
+    if let Err(why) = Namespaces::create(1) {
+        eprintln!("SKIPPED: cannot create network namespaces here ({why:#}); run as root");
+        return;
+    }
+    let out = nines(&["drill", "link-flap", "--local", "-o", "json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let doc: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "the drill printed no JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "the drill failed: {doc:#}");
+    assert_eq!(doc["ok"], Value::Bool(true), "{doc:#}");
+    let run = &doc["runs"][0];
+    assert_eq!(run["drill"], "link-flap", "{doc:#}");
+    let p1 = run["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["promise"] == 1))
+        .unwrap_or_else(|| panic!("no promise-1 check: {doc:#}"));
+    assert!(
+        p1["detail"].as_str().is_some_and(|d| d.contains("beliefs")),
+        "promise 1 was not judged from the components' beliefs: {p1:#}"
+    );
 }

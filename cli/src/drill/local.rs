@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::bench_amf::COUNTER_MODEL;
 use crate::local::{LocalCluster, LocalOptions};
+use crate::netns::{LinkSwitch, Namespaces};
 
 /// How often the supervisor looks for dead agents.
 const SUPERVISE_INTERVAL_MS: u64 = 100;
@@ -27,6 +28,8 @@ pub struct SupervisedCluster {
     endpoints: Vec<String>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// The namespaces the agents run in, if any (after `cluster`: removed once it is stopped).
+    net: Option<Namespaces>,
 }
 
 /// Whether process `pid` has exited (a zombie not yet reaped, or gone).
@@ -51,6 +54,36 @@ impl SupervisedCluster {
             ..Default::default()
         };
         Ok(Self::supervise(LocalCluster::start(bin, 3, opts)?))
+    }
+
+    /// [`start`](Self::start), each agent in a network namespace of its own whose link can be
+    /// cut ([`links`](Self::links)). Needs root and iproute2.
+    pub fn start_in_namespaces(
+        bin: &std::path::Path,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
+        let net = Namespaces::create(3).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot put the local cluster in network namespaces (this needs root and \
+                 iproute2): {e:#}"
+            )
+        })?;
+        let opts = LocalOptions {
+            amf_model_text: Some(COUNTER_MODEL.to_string()),
+            drill: true,
+            env,
+            hosts: net.hosts(),
+            wrap: net.wrap(),
+            ..Default::default()
+        };
+        let mut c = Self::supervise(LocalCluster::start(bin, 3, opts)?);
+        c.net = Some(net);
+        Ok(c)
+    }
+
+    /// The switch that cuts the agents' links, when they run in namespaces.
+    pub fn links(&self) -> Option<LinkSwitch> {
+        self.net.as_ref().map(Namespaces::switch)
     }
 
     /// Supervise an already started cluster.
@@ -92,6 +125,7 @@ impl SupervisedCluster {
             endpoints,
             stop,
             task: Some(task),
+            net: None,
         }
     }
 
@@ -110,6 +144,10 @@ impl SupervisedCluster {
         let _ = self.stop.send(true);
         if let Some(t) = self.task.take() {
             let _ = t.await;
+        }
+        // Stop the agents before their namespaces go.
+        if let Ok(mut c) = self.cluster.lock() {
+            c.stop_all();
         }
     }
 }

@@ -48,6 +48,8 @@ pub enum DrillKind {
     Switchover,
     /// SIGSTOP a node's agent (not its components) for a while, then SIGCONT.
     AgentPause,
+    /// Cut a node's network link and restore it, again and again (network namespaces only).
+    LinkFlap,
 }
 
 impl DrillKind {
@@ -60,7 +62,33 @@ impl DrillKind {
             DrillKind::LeaderKill => "leader-kill",
             DrillKind::Switchover => "switchover",
             DrillKind::AgentPause => "agent-pause",
+            DrillKind::LinkFlap => "link-flap",
         }
+    }
+
+    /// Whether the fault may pass without the cluster noticing (a short pause or flap need not
+    /// make the node be declared down): then no failover is not a broken promise.
+    pub fn may_go_unnoticed(self) -> bool {
+        matches!(self, DrillKind::AgentPause | DrillKind::LinkFlap)
+    }
+}
+
+/// How a link flaps: down for `down`, up for `up`, again and again for `span`; left up after.
+#[derive(Debug, Clone, Copy)]
+pub struct Flap {
+    /// How long the link stays down each time.
+    pub down: Duration,
+    /// How long it stays up between cuts.
+    pub up: Duration,
+    /// How long the flapping lasts.
+    pub span: Duration,
+}
+
+impl Flap {
+    /// How many cuts the flapping makes (at least one).
+    pub fn cuts(&self) -> u32 {
+        let period = (self.down + self.up).as_millis().max(1);
+        (self.span.as_millis().div_ceil(period) as u32).max(1)
     }
 }
 
@@ -71,10 +99,14 @@ pub struct DrillSpec {
     pub kind: DrillKind,
     /// The SI to watch (default: the model's only SI).
     pub si: Option<String>,
-    /// The node for node-kill and pause (default: the node of the SI's active).
+    /// The node for node-kill, pause and link-flap (default: the node of the SI's active).
     pub node: Option<String>,
     /// How long a pause lasts.
     pub pause: Duration,
+    /// How a link flaps (link-flap).
+    pub flap: Flap,
+    /// The switch that cuts links, when the cluster runs in namespaces of its own (link-flap).
+    pub links: Option<crate::netns::LinkSwitch>,
     /// Fault → SI protected again, at most.
     pub timeout: Duration,
     /// How long to wait for a killed or paused agent to come back, and the SI to settle, after.
@@ -91,6 +123,12 @@ impl DrillSpec {
             si: None,
             node: None,
             pause: Duration::from_secs(3),
+            flap: Flap {
+                down: Duration::from_millis(300),
+                up: Duration::from_millis(300),
+                span: Duration::from_secs(6),
+            },
+            links: None,
             timeout: Duration::from_secs(30),
             rejoin_timeout: Duration::from_secs(60),
             max_ms: None,

@@ -265,7 +265,7 @@ fn failover_check(
         );
         return check(3, false, d);
     }
-    if failover && seen.detected.is_none() && spec.kind != DrillKind::AgentPause {
+    if failover && seen.detected.is_none() && !spec.kind.may_go_unnoticed() {
         let d = format!(
             "the fault was not detected within {:?}: {}",
             spec.timeout,
@@ -273,7 +273,7 @@ fn failover_check(
         );
         return check(3, false, d);
     }
-    if seen.restored.is_none() && (seen.detected.is_some() || spec.kind != DrillKind::AgentPause) {
+    if seen.restored.is_none() && (seen.detected.is_some() || !spec.kind.may_go_unnoticed()) {
         let d = format!(
             "{si} not protected again within {:?}: {}",
             spec.timeout,

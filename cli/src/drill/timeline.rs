@@ -135,11 +135,22 @@ pub(super) async fn plan(
         DrillKind::ComponentKill | DrillKind::ComponentHang => {
             NodeEndpoint::find(endpoints, &active_node).await?
         }
-        DrillKind::NodeKill | DrillKind::AgentPause => {
+        DrillKind::NodeKill | DrillKind::AgentPause | DrillKind::LinkFlap => {
             let n = spec.node.clone().unwrap_or(active_node.clone());
             NodeEndpoint::find(endpoints, &n).await?
         }
     };
+    if spec.kind == DrillKind::LinkFlap {
+        let Some(links) = &spec.links else {
+            bail!(
+                "link-flap cuts a real network link, so it runs on a cluster it puts in network \
+                 namespaces of its own: `nines drill link-flap --local` (as root, with iproute2)"
+            );
+        };
+        if !links.nodes().any(|n| n == node.node) {
+            bail!("node {} has no link this drill can cut", node.node);
+        }
+    }
     let info = node.require_enabled().await?;
     plan.agent_pid = info.agent_pid;
     plan.expect_failover = node.node == active_node;
@@ -184,6 +195,13 @@ pub(super) async fn plan(
                 spec.pause.as_millis()
             )
         }
+        DrillKind::LinkFlap => format!(
+            "flap node {}'s link: down {} ms, up {} ms, {} times",
+            node.node,
+            spec.flap.down.as_millis(),
+            spec.flap.up.as_millis(),
+            spec.flap.cuts()
+        ),
         DrillKind::Switchover => unreachable!("returned above"),
     };
     plan.target = Some(node);
@@ -216,10 +234,58 @@ impl Plan {
             }
             (DrillKind::NodeKill | DrillKind::LeaderKill, Some(n), _) => n.kill().await?.at_ms,
             (DrillKind::AgentPause, Some(n), _) => n.pause(spec.pause).await?.at_ms,
+            (DrillKind::LinkFlap, Some(n), _) => {
+                let links = spec.links.clone().expect("the plan checked the links");
+                start_flapping(links, n.node.clone(), spec.flap)?
+            }
             _ => bail!("internal: the drill's plan has no target"),
         };
         Ok(Injected { at_ms })
     }
+}
+
+/// Cut the node's link now and start flapping it in the background; returns when the first cut
+/// was made. The flapping ends on its own, link up, after `flap.cuts()` cuts (even if the drill
+/// is gone); [`restore`] waits for that and makes sure the link is up.
+fn start_flapping(
+    links: crate::netns::LinkSwitch,
+    node: String,
+    flap: super::Flap,
+) -> anyhow::Result<u64> {
+    links.set(&node, false)?;
+    let at_ms = now_ms();
+    std::thread::spawn(move || {
+        for cut in 0..flap.cuts() {
+            if cut > 0 {
+                let _ = links.set(&node, false);
+            }
+            std::thread::sleep(flap.down);
+            let mut restored = links.set(&node, true);
+            for _ in 0..10 {
+                if restored.is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                restored = links.set(&node, true);
+            }
+            if let Err(e) = restored {
+                eprintln!("nines drill: cannot restore node {node}'s link: {e:#}");
+                return;
+            }
+            std::thread::sleep(flap.up);
+        }
+    });
+    Ok(at_ms)
+}
+
+/// When the fault ends: the pause's or flapping's end, ms since the Unix epoch.
+fn fault_end(spec: &DrillSpec, injected: &Injected) -> Option<u64> {
+    let span = match spec.kind {
+        DrillKind::AgentPause => spec.pause,
+        DrillKind::LinkFlap => (spec.flap.down + spec.flap.up) * spec.flap.cuts(),
+        _ => return None,
+    };
+    Some(injected.at_ms + span.as_millis() as u64)
 }
 
 /// What the drill saw of the failover, in ms since the Unix epoch.
@@ -255,8 +321,7 @@ pub(super) async fn follow(
     let si = spec.si.clone().expect("the SI is resolved before the plan");
     let started = Instant::now();
     let deadline = started + spec.timeout;
-    let pause_end = (spec.kind == DrillKind::AgentPause)
-        .then(|| injected.at_ms + spec.pause.as_millis() as u64 + PAUSE_GRACE_MS);
+    let pause_end = fault_end(spec, injected).map(|end| end + PAUSE_GRACE_MS);
     let mut latest = sampler.latest();
     let mut seen = Seen::default();
     loop {
@@ -292,11 +357,14 @@ pub(super) async fn follow(
             break;
         }
     }
-    if seen.detected.is_none() && spec.kind == DrillKind::AgentPause {
+    if seen.detected.is_none() && spec.kind.may_go_unnoticed() {
+        let fault = match spec.kind {
+            DrillKind::LinkFlap => format!("{} ms cuts", spec.flap.down.as_millis()),
+            _ => format!("{} ms pause", spec.pause.as_millis()),
+        };
         seen.notes.push(format!(
-            "the node was not declared down during the {} ms pause (shorter than the failure \
-             detector's timeout?): nothing to fail over",
-            spec.pause.as_millis()
+            "the node was not declared down during the {fault} (shorter than the failure \
+             detector's timeout?): nothing to fail over"
         ));
     }
     seen
@@ -365,21 +433,33 @@ pub(super) async fn restore(
         let _ = n.signal(c, Signal::Cont).await;
     }
     let deadline = Instant::now() + spec.rejoin_timeout;
-    if let (DrillKind::NodeKill | DrillKind::LeaderKill | DrillKind::AgentPause, Some(n)) =
-        (spec.kind, &plan.target)
+    if let (
+        DrillKind::NodeKill | DrillKind::LeaderKill | DrillKind::AgentPause | DrillKind::LinkFlap,
+        Some(n),
+    ) = (spec.kind, &plan.target)
     {
-        let killed = spec.kind != DrillKind::AgentPause;
+        let killed = !spec.kind.may_go_unnoticed();
         progress(&if killed {
             format!(
                 "waiting for node {}'s supervisor to restart its agent",
                 n.node
             )
+        } else if spec.kind == DrillKind::LinkFlap {
+            format!("waiting for node {}'s link to stop flapping", n.node)
         } else {
             format!("waiting for node {}'s agent to resume", n.node)
         });
-        let pause_left = (injected.at_ms + spec.pause.as_millis() as u64).saturating_sub(now_ms());
-        if !killed {
-            tokio::time::sleep(Duration::from_millis(pause_left)).await;
+        if let Some(end) = fault_end(spec, injected) {
+            tokio::time::sleep(Duration::from_millis(end.saturating_sub(now_ms()))).await;
+        }
+        if let (DrillKind::LinkFlap, Some(links)) = (spec.kind, &spec.links) {
+            // The flapper leaves it up; make sure, in case it could not.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Err(e) = links.set(&n.node, true) {
+                seen.left_as_found = false;
+                seen.notes
+                    .push(format!("node {}'s link may be left down: {e:#}", n.node));
+            }
         }
         if !wait_agent(n, plan.agent_pid, killed, deadline).await {
             seen.left_as_found = false;
