@@ -11,6 +11,16 @@ use crate::config::{ConfigError, DetectorConfig, Resolved};
 /// [`FailureDetector::tick`] can return (at most one per node).
 pub const NODES_MAX: usize = 1024;
 
+/// Largest forward step between two accepted heartbeat numbers of one node (one number per
+/// beat: at the default 100 ms interval, 100 s of beats lost in between). A bigger jump must be
+/// confirmed by the next beat ([`FailureDetector::heartbeat`]).
+pub const SEQ_STEP_MAX: u64 = 1_000;
+
+/// How far below the last accepted number a heartbeat is simply late or duplicated (ignored,
+/// never believed) rather than a renumbering to be confirmed by the next beat: 20 beats, 2 s at
+/// the default interval, far more than a beat stays in flight.
+pub const SEQ_LATE_MAX: u64 = 20;
+
 /// A node's health as this observer sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Health {
@@ -58,9 +68,18 @@ pub struct NodeView {
 pub enum HeartbeatOutcome {
     /// Recorded: the node was heard now.
     Accepted,
-    /// Ignored: its sequence number was not above `last_seq` (late, duplicated or reordered).
+    /// Ignored: its sequence number was not above `last_seq` (late, duplicated, reordered or
+    /// replayed). If the node's next heartbeat is above this one (and within [`SEQ_STEP_MAX`]),
+    /// it is accepted: the node restarted with a lower number, or `last_seq` was forged.
     Stale {
         /// The highest sequence number seen from the node.
+        last_seq: u64,
+    },
+    /// Ignored for now: its sequence number jumped more than [`SEQ_STEP_MAX`] above `last_seq`.
+    /// Believed (and accepted) only if the node's next heartbeat follows it within the step: a
+    /// restart renumbers the beats that way, while one forged number stays alone.
+    Unconfirmed {
+        /// The highest sequence number accepted from the node.
         last_seq: u64,
     },
     /// Ignored: the node is not tracked.
@@ -94,6 +113,9 @@ struct NodeState {
     last_heartbeat_ms: u64,
     /// Highest accepted sequence number; `None` until the first heartbeat.
     last_seq: Option<u64>,
+    /// The last heartbeat's number if it was not accepted (stale or a jump): the next one
+    /// confirms it by following it within [`SEQ_STEP_MAX`].
+    unconfirmed_seq: Option<u64>,
     /// Start of the current unbroken run of contact (no gap above the suspicion threshold).
     run_start_ms: u64,
     held_down: bool,
@@ -180,6 +202,7 @@ impl FailureDetector {
             since_ms: now_ms,
             last_heartbeat_ms: now_ms,
             last_seq: None,
+            unconfirmed_seq: None,
             run_start_ms: now_ms,
             held_down: false,
             recoveries_ms: VecDeque::new(),
@@ -196,19 +219,42 @@ impl FailureDetector {
 
     /// Records a heartbeat from `id` carrying the sender's sequence number `sent_seq`.
     ///
+    /// A number is accepted when it moves forward from the last accepted one by at most
+    /// [`SEQ_STEP_MAX`]. One at most [`SEQ_LATE_MAX`] below it is late or duplicated, and
+    /// ignored. Any other number — far below the last (a sender restarted with a lower count,
+    /// or a forged last number), or too far above it (a restart renumbering its beats, or a
+    /// forged number) — is held as unconfirmed; it is accepted, and the count re-anchored on
+    /// it, only if the node's next heartbeat follows it within the step.
+    ///
     /// # Correctness
-    /// The sender's sequence numbers must increase for its whole life, across its restarts too
-    /// (e.g. its incarnation in the high 32 bits), or the driver must remove and re-add the node
-    /// when it restarts; otherwise its new heartbeats are ignored as stale.
+    /// The sender numbers its beats increasingly for the life of one process (one per beat).
+    /// Across a restart it may renumber them freely: the second beat of the new process
+    /// confirms the new count, so a restart costs one beat. A forged or replayed number cannot
+    /// lock a node out for long: it is not believed unless followed, and once the forger stops,
+    /// the node's own beats win the count back within two beats (or, for a forged number less
+    /// than [`SEQ_LATE_MAX`] ahead, once they count past it). A late beat never resurrects a
+    /// node: it is ignored, not confirmable.
     pub fn heartbeat(&mut self, id: NodeId, sent_seq: u64, now_ms: u64) -> HeartbeatOutcome {
         self.advance(now_ms);
         let suspect_after_ms = self.cfg.suspect_after_ms;
         let Some(node) = self.nodes.get_mut(&id) else {
             return HeartbeatOutcome::Unknown;
         };
-        if let Some(last_seq) = node.last_seq.filter(|&last| sent_seq <= last) {
-            return HeartbeatOutcome::Stale { last_seq };
+        let follows = |from: u64| sent_seq > from && sent_seq - from <= SEQ_STEP_MAX;
+        if let Some(last_seq) = node.last_seq {
+            if sent_seq <= last_seq && last_seq - sent_seq <= SEQ_LATE_MAX {
+                return HeartbeatOutcome::Stale { last_seq };
+            }
+            let confirmed = node.unconfirmed_seq.is_some_and(follows);
+            if !follows(last_seq) && !confirmed {
+                node.unconfirmed_seq = Some(sent_seq);
+                return match sent_seq <= last_seq {
+                    true => HeartbeatOutcome::Stale { last_seq },
+                    false => HeartbeatOutcome::Unconfirmed { last_seq },
+                };
+            }
         }
+        node.unconfirmed_seq = None;
         if now_ms - node.last_heartbeat_ms > suspect_after_ms {
             node.run_start_ms = now_ms;
         }
@@ -335,6 +381,69 @@ mod tests {
             })
         );
         assert_eq!(d.len(), NODES_MAX);
+    }
+
+    #[test]
+    fn a_forged_number_cannot_lock_a_node_out() {
+        let mut d = detector();
+        d.add_node(3, 0).expect("add");
+        assert_eq!(d.heartbeat(3, 100, 10), HeartbeatOutcome::Accepted);
+        // One forged beat far ahead is not believed, and the node's own beats go on counting.
+        assert_eq!(
+            d.heartbeat(3, u64::MAX, 20),
+            HeartbeatOutcome::Unconfirmed { last_seq: 100 }
+        );
+        assert_eq!(d.heartbeat(3, 101, 30), HeartbeatOutcome::Accepted);
+        // Two forged beats in a row are believed (nothing tells them from a restart) ...
+        assert_eq!(
+            d.heartbeat(3, u64::MAX - 1, 40),
+            HeartbeatOutcome::Unconfirmed { last_seq: 101 }
+        );
+        assert_eq!(d.heartbeat(3, u64::MAX, 50), HeartbeatOutcome::Accepted);
+        // ... but once the forger stops, the node's own next two beats win the count back.
+        assert_eq!(
+            d.heartbeat(3, 102, 60),
+            HeartbeatOutcome::Stale { last_seq: u64::MAX }
+        );
+        assert_eq!(d.heartbeat(3, 103, 70), HeartbeatOutcome::Accepted);
+        assert_eq!(d.heartbeat(3, 104, 80), HeartbeatOutcome::Accepted);
+    }
+
+    #[test]
+    fn a_restart_renumbering_its_beats_costs_one_beat() {
+        let mut d = detector();
+        d.add_node(2, 0).expect("add");
+        assert_eq!(d.heartbeat(2, 5_000, 10), HeartbeatOutcome::Accepted);
+        // Restarted, numbering from its new boot time: the first is held, the second confirms.
+        assert_eq!(
+            d.heartbeat(2, 9_000_000, 20),
+            HeartbeatOutcome::Unconfirmed { last_seq: 5_000 }
+        );
+        assert_eq!(d.heartbeat(2, 9_000_001, 30), HeartbeatOutcome::Accepted);
+        // Restarted with a lower count (its clock was set back): the same.
+        assert_eq!(
+            d.heartbeat(2, 4_000, 40),
+            HeartbeatOutcome::Stale {
+                last_seq: 9_000_001
+            }
+        );
+        assert_eq!(d.heartbeat(2, 4_001, 50), HeartbeatOutcome::Accepted);
+        // Late or duplicated beats (just below the last) are ignored and confirm nothing.
+        for seq in [3_995, 3_996, 4_001] {
+            assert_eq!(
+                d.heartbeat(2, seq, 55),
+                HeartbeatOutcome::Stale { last_seq: 4_001 }
+            );
+        }
+        // Replays never confirm each other: a repeated number does not follow itself.
+        assert_eq!(
+            d.heartbeat(2, 3_000, 60),
+            HeartbeatOutcome::Stale { last_seq: 4_001 }
+        );
+        assert_eq!(
+            d.heartbeat(2, 3_000, 70),
+            HeartbeatOutcome::Stale { last_seq: 4_001 }
+        );
     }
 
     #[test]

@@ -162,6 +162,7 @@ impl Run {
         let got = match outcome {
             HeartbeatOutcome::Accepted => "accepted",
             HeartbeatOutcome::Stale { .. } => "stale",
+            HeartbeatOutcome::Unconfirmed { .. } => "unconfirmed",
             HeartbeatOutcome::Unknown => "unknown",
         };
         let want = hb.expect.as_deref().unwrap_or("accepted");
