@@ -25,6 +25,12 @@ use crate::{
 const WATCH_QUEUE_LEN: usize = 256;
 /// Deadline of the local reads behind a view.
 const VIEW_READ_TIMEOUT_MS: u64 = 2_000;
+/// How far a revocation's lease epoch may run ahead of this replica's epoch for the node: the
+/// leader revokes at the epoch its own replica shows, which may be one reinstatement ahead of a
+/// follower's. A revocation further ahead was never issued; refusing it is safe (the leader
+/// only waits longer for answers), while accepting it would deny the node grants until its
+/// epoch caught up with a forged number.
+const REVOKE_EPOCH_AHEAD_MAX: u64 = 1;
 
 pub(crate) struct MembershipService {
     pub id: NodeId,
@@ -131,6 +137,36 @@ impl Membership for MembershipService {
                 "node {} asked to revoke node {}'s lease at term {}, but this node knows term \
                  {term}: a deposed leader's revocation is refused",
                 r.from, r.node, r.term
+            )));
+        }
+        let timeout = std::time::Duration::from_millis(VIEW_READ_TIMEOUT_MS);
+        let node = r.node;
+        let (member, epoch) = self
+            .proposer
+            .read(ReadMode::Stale, timeout, move |s: &AgentState| {
+                let member = s.members.contains_key(&node);
+                (member, s.membership.lease_epochs.get(&node).copied())
+            })
+            .await
+            .map_err(|e| status_from_ais(&e.into()))?;
+        let epoch = epoch.unwrap_or(0);
+        if !member {
+            return Err(Status::invalid_argument(format!(
+                "node {} asked to revoke the lease of node {}, which is not a member",
+                r.from, r.node
+            )));
+        }
+        if r.epoch > epoch.saturating_add(REVOKE_EPOCH_AHEAD_MAX) {
+            tracing::warn!(
+                from = r.from,
+                node = r.node,
+                "refused a revocation at lease epoch {} (this replica has node {} at epoch                  {epoch}): no leader issued it",
+                r.epoch,
+                r.node
+            );
+            return Err(Status::invalid_argument(format!(
+                "node {} asked to revoke node {}'s lease at epoch {}, but node {} is at lease                  epoch {epoch} here: an epoch more than {REVOKE_EPOCH_AHEAD_MAX} ahead was never                  issued",
+                r.from, r.node, r.epoch, r.node
             )));
         }
         Ok(Response::new(answer_revoke(
