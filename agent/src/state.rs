@@ -145,6 +145,21 @@ impl AgentState {
     }
 }
 
+/// The refusal of a checkpoint command whose fencing epoch the AMF never handed out. Fencing
+/// epochs are tokens: a writer holds one because the AMF assigned it an HA state at that epoch.
+/// Accepting a higher one would raise the checkpoint's fence above every legitimate writer and
+/// lock them all out for good.
+fn unissued_epoch(epoch: u64, issued: u64) -> AisError {
+    AisError::new(
+        ErrorCode::InvalidParam,
+        format!(
+            "fencing epoch {epoch} was never issued: the AMF has handed out epochs up to \
+             {issued}; a writer's epoch is the one of its assignment (the SDK's fenced writes \
+             use it)"
+        ),
+    )
+}
+
 impl StateMachine for AgentState {
     type Command = Command;
     type Response = Response;
@@ -153,6 +168,9 @@ impl StateMachine for AgentState {
         self.last_ctx = (ctx.index, ctx.term, ctx.time_ms);
         Ok(match cmd {
             Command::Cluster(c) => Response::Cluster(self.apply_cluster(ctx, c)),
+            Command::Ckpt(c) if c.epoch() > self.amf.epoch => Response::Ckpt(CkptResponse::Error(
+                unissued_epoch(c.epoch(), self.amf.epoch),
+            )),
             Command::Ckpt(c) => Response::Ckpt(self.ckpt.apply(ctx, c)),
             Command::Membership(c) => {
                 let r = self.membership.apply(c);

@@ -126,6 +126,22 @@ pub enum CkptCommand {
     Expire,
 }
 
+impl CkptCommand {
+    /// The fencing epoch the command carries (0: none, or a command without one).
+    pub fn epoch(&self) -> u64 {
+        match self {
+            CkptCommand::CreateSection { epoch, .. }
+            | CkptCommand::DeleteSection { epoch, .. }
+            | CkptCommand::Write { epoch, .. }
+            | CkptCommand::SetExpiration { epoch, .. } => *epoch,
+            CkptCommand::Open { .. }
+            | CkptCommand::Close { .. }
+            | CkptCommand::Unlink { .. }
+            | CkptCommand::Expire => 0,
+        }
+    }
+}
+
 /// A command's outcome. Business errors are values ([`CkptResponse::Error`]), never failures of
 /// the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,7 +45,7 @@ pub enum CkptCmd {
     },
     /// Write (create or replace) one section.
     ///
-    /// Example: nines ckpt write orders cursor --data 42 --epoch 7
+    /// Example: nines ckpt write orders cursor --data 42 --epoch 3
     #[command(group(ArgGroup::new("source").required(true).args(["data", "file"])))]
     Write {
         /// The checkpoint's name.
@@ -58,7 +58,8 @@ pub enum CkptCmd {
         /// Read the data from this file (`-` = standard input).
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
-        /// Fencing epoch: refused if a write with a higher one was seen.
+        /// Fencing epoch: refused if a write with a higher one was seen, or if the AMF never
+        /// handed it out (a writer's epoch is the one of its AMF assignment: `nines amf status`).
         #[arg(long, value_name = "N")]
         epoch: Option<u64>,
     },
@@ -86,13 +87,14 @@ pub enum CkptCmd {
     },
     /// Delete one section.
     ///
-    /// Example: nines ckpt delete-section orders cursor --epoch 7
+    /// Example: nines ckpt delete-section orders cursor --epoch 3
     DeleteSection {
         /// The checkpoint's name.
         name: String,
         /// The section's id.
         section: String,
-        /// Fencing epoch: refused if a write with a higher one was seen.
+        /// Fencing epoch: refused if a write with a higher one was seen, or if the AMF never
+        /// handed it out (a writer's epoch is the one of its AMF assignment: `nines amf status`).
         #[arg(long, value_name = "N")]
         epoch: Option<u64>,
     },

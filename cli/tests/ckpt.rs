@@ -148,32 +148,49 @@ async fn acknowledged_writes_survive_leader_kill_and_full_power_cycle() {
     }
 }
 
+fn ais_code(e: &tonic::Status) -> Option<&str> {
+    e.metadata()
+        .get(nines_proto::AIS_CODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Fencing epochs are tokens the AMF hands out (the counter's 2N group gets epochs 1 and 2 for
+/// its first active and standby): a stale one is refused, one never issued is refused, and
+/// neither changes anything or locks the legitimate writer out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_fencing_epoch_is_refused_and_changes_nothing() {
-    let c = LocalCluster::start(BIN.as_ref(), 3, LocalOptions::default()).expect("start");
+async fn stale_and_unissued_fencing_epochs_are_refused_and_change_nothing() {
+    let opts = LocalOptions {
+        amf_model_text: Some(nines_cli::bench_amf::COUNTER_MODEL.to_string()),
+        ..Default::default()
+    };
+    let c = LocalCluster::start(BIN.as_ref(), 3, opts).expect("start");
     c.wait_leader(LONG).await.expect("leader");
     let ep = c.endpoints()[0].clone();
     create(&ep, "fenced", CreationAttributes::default()).await;
-    write(&ep, "fenced", "state", b"from-epoch-5", 5)
-        .await
-        .expect("epoch 5 writes");
-    write(&ep, "fenced", "state", b"from-epoch-7", 7)
-        .await
-        .expect("epoch 7 writes");
-    let e = write(&ep, "fenced", "state", b"zombie", 5)
+    // Epoch 2 exists once the AMF has assigned the counter's active and standby.
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        match write(&ep, "fenced", "state", b"from-epoch-2", 2).await {
+            Ok(()) => break,
+            Err(e) if std::time::Instant::now() < deadline && ais_code(&e) == Some("7") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("epoch 2 never became writable: {e:?}"),
+        }
+    }
+    let e = write(&ep, "fenced", "state", b"zombie", 1)
         .await
         .expect_err("stale epoch refused");
     assert!(e.message().contains("epoch"), "{}", e.message());
-    assert_eq!(
-        e.metadata()
-            .get(nines_proto::AIS_CODE_HEADER)
-            .and_then(|v| v.to_str().ok()),
-        Some("20"),
-        "BAD_OPERATION expected"
-    );
+    assert_eq!(ais_code(&e), Some("20"), "BAD_OPERATION expected: {e:?}");
+    let e = write(&ep, "fenced", "state", b"forged", u64::MAX)
+        .await
+        .expect_err("an epoch never issued is refused");
+    assert!(e.message().contains("never issued"), "{}", e.message());
+    assert_eq!(ais_code(&e), Some("7"), "INVALID_PARAM expected: {e:?}");
     assert_eq!(
         read(&ep, "fenced", "state").await.expect("read"),
-        b"from-epoch-7"
+        b"from-epoch-2"
     );
     let st = client(&ep)
         .status(StatusRequest {
@@ -184,7 +201,10 @@ async fn stale_fencing_epoch_is_refused_and_changes_nothing() {
         .await
         .expect("status")
         .into_inner();
-    assert_eq!(st.max_epoch, 7);
+    assert_eq!(st.max_epoch, 2, "the forged epoch did not raise the fence");
+    write(&ep, "fenced", "state", b"still-writable", 2)
+        .await
+        .expect("the legitimate writer is not locked out");
 }
 
 fn nines(args: &[&str]) -> std::process::Output {
