@@ -466,6 +466,16 @@ fn render_counters(t: &mut Text) {
         "Events this agent's subscribers lost (announced in lost notices).",
         e.lost.get(),
     );
+    t.gauge(
+        "nines_evt_subscribers",
+        "Event subscribers this agent serves now (at most SUBSCRIBERS_MAX).",
+        nines_evt::subscribers(),
+    );
+    t.counter(
+        "nines_evt_subscribers_refused_total",
+        "Subscriptions refused because this agent served SUBSCRIBERS_MAX already.",
+        e.subscribers_refused.get(),
+    );
     t.counter(
         "nines_watchdog_kicks_total",
         "Component watchdog kicks received by this node's director.",

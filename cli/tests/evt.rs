@@ -665,3 +665,123 @@ async fn bench_evt_measures_after_its_warm_up() {
         "{delivered} deliveries counted: {j}"
     );
 }
+
+/// The resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kib / 1024
+}
+
+/// The agent's memory bound under subscribers that never read: what it may reach with
+/// SUBSCRIBERS_MAX of them, each queue full (about 160 MiB of queues) over its own ~100 MiB.
+const SUBSCRIBED_RSS_MIB_MAX: u64 = 600;
+
+/// Subscribers that never read cannot take the agent's memory: one agent serves at most
+/// SUBSCRIBERS_MAX (the next is refused with NO_SPACE, naming the limit, until one ends), each
+/// queue is bounded in bytes, and 1,100 events of 4 KiB leave the agent within a stated bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_are_capped_and_their_queues_bounded_in_bytes() {
+    let c = LocalCluster::start(BIN.as_ref(), 3, LocalOptions::default()).expect("start");
+    c.wait_leader(LONG).await.expect("leader");
+    let eps = c.endpoints();
+    let publisher = EventClient::connect(&[eps[1].as_str()])
+        .await
+        .expect("connect");
+    let start = warm_up(&publisher, "hoard").await;
+    let sub = EventClient::connect(&[eps[0].as_str()])
+        .await
+        .expect("connect");
+    eprintln!(
+        "phase: {} subscribers that never read",
+        nines_evt::SUBSCRIBERS_MAX
+    );
+    // The one that will read later has a connection of its own: on a shared one, the others'
+    // unread data would hold the connection's HTTP/2 window, and it could read nothing.
+    let mut first = EventClient::connect(&[eps[0].as_str()])
+        .await
+        .expect("connect")
+        .subscribe(&Subscription::new("hoard").from_id(start))
+        .await
+        .expect("subscribe");
+    let mut idle = Vec::new();
+    for _ in 1..nines_evt::SUBSCRIBERS_MAX {
+        let s = sub
+            .subscribe(&Subscription::new("hoard").from_id(start))
+            .await
+            .expect("subscribe within the limit");
+        idle.push(s);
+    }
+    let Err(refused) = sub
+        .subscribe(&Subscription::new("hoard").from_id(start))
+        .await
+    else {
+        panic!("one more subscriber than SUBSCRIBERS_MAX must be refused");
+    };
+    let msg = refused.to_string();
+    assert!(msg.contains("subscribers"), "{msg}");
+
+    eprintln!("phase: 1,100 events of 4 KiB (64 at a time)");
+    let payload = vec![b'y'; 4096];
+    let mut sent = 0;
+    while sent < 1_100 {
+        let batch: Vec<_> = (0..64.min(1_100 - sent))
+            .map(|_| {
+                let p = publisher.clone();
+                let data = payload.clone();
+                tokio::spawn(async move { p.publish(&Publish::new("hoard", data)).await })
+            })
+            .collect();
+        for t in batch {
+            t.await.expect("task").expect("publish");
+        }
+        sent += 64.min(1_100 - sent);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = rss_mib(c.pid(1).expect("n1 runs"));
+    eprintln!(
+        "figures: n1 RSS {rss} MiB with {} idle subscribers",
+        idle.len() + 1
+    );
+    assert!(
+        rss <= SUBSCRIBED_RSS_MIB_MAX,
+        "agent RSS {rss} MiB over {SUBSCRIBED_RSS_MIB_MAX} MiB"
+    );
+
+    eprintln!("phase: a subscriber that finally reads is told what it lost");
+    let (mut lost, mut events) = (0, 0);
+    while let Some(d) = next_within(&mut first, QUIET).await {
+        match d {
+            Delivery::Lost(n) => lost += n,
+            Delivery::Event(_) => events += 1,
+        }
+    }
+    eprintln!("figures: it read {events} events and was told {lost} were lost");
+    assert!(lost > 0, "a full queue must have lost events, and said so");
+    assert_eq!(events + lost, 1_100, "no silent gap");
+
+    eprintln!("phase: once one ends, a new subscriber is served");
+    drop(first);
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        match sub
+            .subscribe(&Subscription::new("hoard").from_id(start))
+            .await
+        {
+            Ok(s) => {
+                idle.push(s);
+                break;
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no place freed within {LONG:?}: {e}"),
+        }
+    }
+}

@@ -340,12 +340,21 @@ async fn two_failovers_in_a_row_never_leave_two_actives() {
     );
 }
 
-/// Watch process `pid` (bounded by [`LONG`]) and return when it died, ms since the Unix epoch (a
-/// zombie counts as dead); `None` if it outlived the watch.
+/// Watch process `pid` (bounded by [`LONG`]) and return the earliest moment it may have died:
+/// just after it was last seen alive, ms since the Unix epoch (a zombie counts as dead); `None`
+/// if it outlived the watch. Two actives are then found only if it was seen alive after the
+/// other started, which no delay of this watcher can make up.
 fn watch_death(pid: u32) -> std::thread::JoinHandle<Option<u64>> {
     std::thread::spawn(move || {
         let until = Instant::now() + LONG;
+        // The time taken just before the last look that found it alive: it was alive at or
+        // after this. Taking that, not the time it was first seen dead, keeps a watcher that
+        // the loaded machine left unscheduled for a while from dating the death late (seen in
+        // the soak: 20 ms late, after the standby's start, though the agent had reaped the
+        // process before it reported the failure).
+        let mut alive_at = now_ms();
         while Instant::now() < until {
+            let before = now_ms();
             let dead = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 Err(_) => true,
                 Ok(stat) => stat
@@ -353,8 +362,9 @@ fn watch_death(pid: u32) -> std::thread::JoinHandle<Option<u64>> {
                     .is_some_and(|(_, rest)| rest.starts_with('Z')),
             };
             if dead {
-                return Some(now_ms());
+                return Some(alive_at + 1);
             }
+            alive_at = before;
             std::thread::sleep(Duration::from_millis(1));
         }
         None

@@ -35,6 +35,9 @@ pub use command::{Event, EvtCommand, EvtResponse};
 pub use filter::validate_filters;
 pub use nines_core::evt::limits::{self, Limits};
 pub use nines_core::evt::{matches, Filter, FilterKind, FilterParseError, Pattern};
-pub use queue::{Delivery, SubscriberQueue};
-pub use service::{event_to_pb, EvtHandle, EvtMetrics, EvtService, METRICS, SUBSCRIBER_QUEUE_LEN};
+pub use queue::{event_cost, Delivery, SubscriberQueue};
+pub use service::{
+    event_to_pb, subscribers, EvtHandle, EvtMetrics, EvtService, METRICS, SUBSCRIBERS_MAX,
+    SUBSCRIBER_QUEUE_BYTES_MAX, SUBSCRIBER_QUEUE_LEN,
+};
 pub use state::{ChannelInfo, EvtState, Since};

@@ -28,9 +28,11 @@ pub enum Delivery {
 /// and announced by a [`Delivery::Lost`] before the next event, so a gap is never silent.
 ///
 /// # Overflow
-/// When the queue is full, an incoming event is dropped, unless it has a higher priority than
-/// the lowest-priority waiting event: then that one (the newest of the lowest priority) is
-/// evicted instead. Either way one event is counted as lost.
+/// The queue is bounded twice: in events and in bytes ([`event_cost`]). When an incoming event
+/// does not fit, it is dropped, unless it has a higher priority than the lowest-priority waiting
+/// event: then waiting events (the newest of the lowest priority first) are evicted until it
+/// fits, as long as they have a lower priority than it. Every dropped or evicted event is
+/// counted as lost.
 #[derive(Debug, Clone)]
 pub struct SubscriberQueue {
     /// Waiting events by (priority, id): the first entry is the next to deliver, the last the
@@ -38,47 +40,88 @@ pub struct SubscriberQueue {
     waiting: BTreeMap<(u8, u64), Event>,
     /// Most waiting events (≥ 1).
     capacity: usize,
+    /// Most waiting bytes, by [`event_cost`]; one event is always let in, whatever its cost.
+    bytes_max: usize,
+    /// Bytes waiting, by [`event_cost`].
+    bytes: usize,
     /// Events lost since the last [`Delivery::Lost`], announced before the next event.
     lost_pending: u64,
     /// Events lost over the queue's life (for metrics).
     lost_total: u64,
 }
 
+/// What one waiting event counts against a queue's byte bound: its data, patterns, channel and
+/// publisher, plus a fixed 64 bytes for the rest.
+pub fn event_cost(e: &Event) -> usize {
+    let patterns: usize = e
+        .patterns
+        .iter()
+        .map(|p| p.name.len() + p.value.len())
+        .sum();
+    64 + e.data.len() + patterns + e.channel.len() + e.publisher.len()
+}
+
 impl SubscriberQueue {
-    /// An empty queue holding at most `capacity` events.
+    /// An empty queue holding at most `capacity` events, with no byte bound.
     ///
     /// # Panics
     /// If `capacity` is 0 (a queue that can hold nothing would lose every event).
     pub fn new(capacity: usize) -> Self {
+        Self::bounded(capacity, usize::MAX)
+    }
+
+    /// An empty queue holding at most `capacity` events and `bytes_max` bytes of them (by
+    /// [`event_cost`]; a single event bigger than that is still let in alone).
+    ///
+    /// # Panics
+    /// If `capacity` is 0 (a queue that can hold nothing would lose every event).
+    pub fn bounded(capacity: usize, bytes_max: usize) -> Self {
         assert!(capacity > 0, "a subscriber queue needs room for one event");
         Self {
             waiting: BTreeMap::new(),
             capacity,
+            bytes_max,
+            bytes: 0,
             lost_pending: 0,
             lost_total: 0,
         }
     }
 
-    /// Queue `event`, dropping or evicting one if full (see the type docs). An event whose
-    /// (priority, id) is already waiting is a duplicate and is ignored.
+    fn fits(&self, cost: usize) -> bool {
+        self.waiting.is_empty()
+            || (self.waiting.len() < self.capacity
+                && self.bytes.saturating_add(cost) <= self.bytes_max)
+    }
+
+    /// Queue `event`, dropping it or evicting lower-priority ones if full (see the type docs).
+    /// An event whose (priority, id) is already waiting is a duplicate and is ignored.
     pub fn push(&mut self, event: Event) {
         let key = (event.priority, event.id);
         if self.waiting.contains_key(&key) {
             return;
         }
-        if self.waiting.len() >= self.capacity {
-            self.count_lost(1);
-            let (&lowest, _) = self
-                .waiting
-                .last_key_value()
-                .expect("a full queue is not empty");
+        let cost = event_cost(&event);
+        while !self.fits(cost) {
+            let Some((&lowest, _)) = self.waiting.last_key_value() else {
+                break;
+            };
             if event.priority >= lowest.0 {
+                self.count_lost(1);
                 return;
             }
-            self.waiting.remove(&lowest);
+            if let Some(evicted) = self.waiting.remove(&lowest) {
+                self.bytes -= event_cost(&evicted);
+            }
+            self.count_lost(1);
         }
+        self.bytes += cost;
         self.waiting.insert(key, event);
-        assert!(self.waiting.len() <= self.capacity, "queue over capacity");
+        debug_assert!(self.waiting.len() <= self.capacity, "queue over capacity");
+    }
+
+    /// Bytes waiting, by [`event_cost`].
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The next delivery: a pending lost notice first, then the highest-priority, lowest-id
@@ -88,9 +131,9 @@ impl SubscriberQueue {
             let count = std::mem::take(&mut self.lost_pending);
             return Some(Delivery::Lost { count });
         }
-        self.waiting
-            .pop_first()
-            .map(|(_, event)| Delivery::Event(event))
+        let (_, event) = self.waiting.pop_first()?;
+        self.bytes -= event_cost(&event);
+        Some(Delivery::Event(event))
     }
 
     /// Count `n` events the subscriber missed upstream (e.g. the broadcast it reads from lagged)

@@ -3,6 +3,7 @@
 //! first the backlog (retained events, or everything kept after `from_id`), then each event as
 //! this agent applies it, through a bounded per-subscriber queue that reports losses.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nines_consensus::metrics::Counter;
@@ -27,6 +28,8 @@ pub struct EvtMetrics {
     pub delivered: Counter,
     /// Events this agent's subscribers lost (announced to them in lost notices).
     pub lost: Counter,
+    /// Subscriptions refused because the agent serves [`SUBSCRIBERS_MAX`] already.
+    pub subscribers_refused: Counter,
 }
 
 /// This process's event service metrics.
@@ -34,15 +37,52 @@ pub static METRICS: EvtMetrics = EvtMetrics {
     published: Counter::new(),
     delivered: Counter::new(),
     lost: Counter::new(),
+    subscribers_refused: Counter::new(),
 };
+
+/// Subscribers this agent serves now (at most [`SUBSCRIBERS_MAX`]).
+static SUBSCRIBERS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many subscribers this agent serves now.
+pub fn subscribers() -> usize {
+    SUBSCRIBERS.load(Ordering::Relaxed)
+}
+
+/// One subscriber's place under [`SUBSCRIBERS_MAX`], given back when its pump ends.
+struct SubscriberSlot;
+
+impl SubscriberSlot {
+    fn take() -> Option<SubscriberSlot> {
+        SUBSCRIBERS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < SUBSCRIBERS_MAX).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SubscriberSlot)
+    }
+}
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        SUBSCRIBERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// The event service's view of the replicated state.
 pub type EvtHandle<M> = ServiceHandle<M, EvtCommand, EvtResponse, EvtState>;
 
 /// Events waiting in one subscriber's queue before the oldest lowest-priority ones are lost.
 pub const SUBSCRIBER_QUEUE_LEN: usize = 1_024;
+/// Bytes of events (by `queue::event_cost`) waiting in one subscriber's queue before the
+/// lowest-priority ones are lost: a subscriber that does not read gets a lost notice, and costs
+/// the agent at most this much, plus [`STREAM_BUFFER_LEN`] events on their way to it.
+pub const SUBSCRIBER_QUEUE_BYTES_MAX: usize = 1024 * 1024;
 /// Items buffered between a subscriber's pump and its gRPC stream.
-const STREAM_BUFFER_LEN: usize = 16;
+const STREAM_BUFFER_LEN: usize = 4;
+/// Most subscribers one agent serves at once (each costs up to about
+/// [`SUBSCRIBER_QUEUE_BYTES_MAX`] plus a few events: 128 bound the agent's subscriber memory to
+/// about 160 MiB). Another is refused with NO_SPACE until one ends.
+pub const SUBSCRIBERS_MAX: usize = 128;
 
 /// The gRPC service. Generic over the composite state machine it lives in.
 pub struct EvtService<M: StateMachine> {
@@ -252,6 +292,21 @@ impl<M: StateMachine + 'static> pb::events_server::Events for EvtService<M> {
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let r = req.into_inner();
+        let Some(slot) = SubscriberSlot::take() else {
+            METRICS.subscribers_refused.inc();
+            tracing::warn!(
+                "refused a subscription to {}: this agent serves {SUBSCRIBERS_MAX} subscribers \
+                 already (SUBSCRIBERS_MAX)",
+                r.channel
+            );
+            return Err(status_from_ais(&AisError::new(
+                ErrorCode::NoSpace,
+                format!(
+                    "this agent serves {SUBSCRIBERS_MAX} event subscribers already (its limit): \
+                     end a subscription, or subscribe through another agent"
+                ),
+            )));
+        };
         let filters = r
             .filters
             .into_iter()
@@ -286,8 +341,9 @@ impl<M: StateMachine + 'static> pb::events_server::Events for EvtService<M> {
             handle: self.handle.clone(),
             channel: r.channel,
             filters,
-            queue: SubscriberQueue::new(SUBSCRIBER_QUEUE_LEN),
+            queue: SubscriberQueue::bounded(SUBSCRIBER_QUEUE_LEN, SUBSCRIBER_QUEUE_BYTES_MAX),
             high_water: from,
+            _slot: slot,
         };
         tokio::spawn(pump.run(backlog, live, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -317,6 +373,8 @@ struct Pump<M: StateMachine> {
     queue: SubscriberQueue,
     /// The highest id queued (or counted lost) so far: older ids are duplicates.
     high_water: u64,
+    /// Its place under [`SUBSCRIBERS_MAX`], held until the pump ends.
+    _slot: SubscriberSlot,
 }
 
 impl<M: StateMachine + 'static> Pump<M> {

@@ -173,3 +173,40 @@ fn queue_vectors() {
 fn a_queue_without_room_is_refused() {
     let _ = SubscriberQueue::new(0);
 }
+
+/// The byte bound: events that together exceed it make room by evicting lower-priority ones,
+/// or are dropped themselves; every loss is counted, and the bytes held never pass the bound.
+#[test]
+fn a_queue_is_bounded_in_bytes_too() {
+    let big = |id: u64, priority: u8| Event {
+        data: vec![0; 1_000],
+        ..event(&Push {
+            id,
+            priority: Some(priority),
+        })
+    };
+    let cost = nines_evt::event_cost(&big(1, 3));
+    let mut q = SubscriberQueue::bounded(100, 3 * cost);
+    for id in 1..=3 {
+        q.push(big(id, 3));
+    }
+    assert_eq!((q.len(), q.bytes()), (3, 3 * cost));
+    // Same priority: the newcomer is dropped.
+    q.push(big(4, 3));
+    assert_eq!((q.len(), q.lost_pending()), (3, 1));
+    // Higher priority: the newest of the lowest priority makes room.
+    q.push(big(5, 0));
+    assert_eq!((q.len(), q.lost_pending(), q.bytes()), (3, 2, 3 * cost));
+    assert_eq!(q.pop(), Some(Delivery::Lost { count: 2 }));
+    let ids: Vec<u64> = std::iter::from_fn(|| match q.pop() {
+        Some(Delivery::Event(e)) => Some(e.id),
+        _ => None,
+    })
+    .collect();
+    assert_eq!(ids, [5, 1, 2], "event 3 was evicted, 4 dropped");
+    assert_eq!(q.bytes(), 0);
+    // One event bigger than the bound is still let in alone.
+    let mut tiny = SubscriberQueue::bounded(10, 10);
+    tiny.push(big(9, 3));
+    assert_eq!(tiny.len(), 1);
+}
