@@ -96,6 +96,32 @@ pub struct AgentConfig {
     /// default; see docs/design.md, "Drills").
     #[serde(default)]
     pub drill: DrillSection,
+    /// `[limits]`: caps on what clients may send.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// Default [`LimitsSection::request_bytes_max`]: 4 MiB of data (one full-size checkpoint section)
+/// plus 64 KiB for the rest of the request.
+pub const REQUEST_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024 + 64 * 1024;
+
+/// `[limits]`: caps on client requests. Peer traffic (raft messages and snapshots, up to
+/// `GRPC_MESSAGE_BYTES_MAX`) is not affected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest request a client may send to the checkpoint, event and AMF services, in bytes
+    /// (default 4 MiB + 64 KiB; the membership and cluster services, whose requests are small,
+    /// keep gRPC's 4 MiB). A bigger one is refused (OUT_OF_RANGE) before it is decoded.
+    pub request_bytes_max: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
+        }
+    }
 }
 
 /// `[drill]`: the guarded drill endpoint. Off unless `enabled = true`: a drill kills processes,
@@ -226,6 +252,16 @@ impl AgentConfig {
             return Err(bad(
                 "watchdog.timeout_s",
                 format!("{} is outside 1 ..= 600 seconds", self.watchdog.timeout_s),
+            ));
+        }
+        let request_max = self.limits.request_bytes_max;
+        if !(64 * 1024..=nines_core::limits::GRPC_MESSAGE_BYTES_MAX).contains(&request_max) {
+            return Err(bad(
+                "limits.request_bytes_max",
+                format!(
+                    "{request_max} is outside 65536 ..= {} bytes",
+                    nines_core::limits::GRPC_MESSAGE_BYTES_MAX
+                ),
             ));
         }
         if self.node_id == 0 {

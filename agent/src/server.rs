@@ -154,8 +154,10 @@ pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), Agen
         cluster: cfg.cluster.clone(),
     });
     let ckpt_handle = crate::state::ckpt_handle(proposer_for_services.clone());
+    // Clients may send at most `[limits] request_bytes_max`; answers (reads) may be bigger.
+    let request_max = cfg.limits.request_bytes_max;
     let ckpt = CheckpointServer::new(CkptService::new(ckpt_handle.clone()))
-        .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+        .max_decoding_message_size(request_max)
         .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
     let evt_handle = crate::state::evt_handle(proposer_for_services.clone());
     tokio::spawn(janitor::run(
@@ -166,7 +168,7 @@ pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), Agen
     let evt = nines_proto::evt::v1::events_server::EventsServer::new(nines_evt::EvtService::new(
         evt_handle, evt_events,
     ))
-    .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+    .max_decoding_message_size(request_max)
     .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
     let (beats_tx, beats_rx) = tokio::sync::mpsc::channel(crate::heartbeat::BEAT_QUEUE_LEN);
     let (fenced_tx, fenced_rx) = tokio::sync::watch::channel(false);
@@ -218,7 +220,7 @@ pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), Agen
         beliefs,
         lease: lease_for_status,
     })
-    .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+    .max_decoding_message_size(request_max)
     .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
     let drill = nines_proto::drill::v1::drill_server::DrillServer::new(
         crate::drill_service::DrillService {

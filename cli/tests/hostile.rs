@@ -1,6 +1,7 @@
 //! Forged tokens against a real 3-agent cluster, sent as an attacker on the network would: a
 //! heartbeat numbered 2^64-1 claiming to be n3, a lease revocation at lease epoch 2^64-1, a
-//! checkpoint write at fencing epoch 2^64-1. Each is refused or not believed, and afterwards
+//! checkpoint write at fencing epoch 2^64-1, a request over the client request cap. Each is
+//! refused or not believed, and afterwards
 //! every agent runs, a leader exists, every member is up, no agent fenced itself, acknowledged
 //! values are intact and the legitimate writer can still write; n3 restarted rejoins as up.
 
@@ -175,6 +176,13 @@ async fn forged_tokens_are_refused_and_leave_the_cluster_healthy() {
         .await
         .expect_err("a fencing epoch never issued is refused");
     assert!(e.message().contains("never issued"), "{}", e.message());
+
+    eprintln!("phase: a 5 MiB checkpoint write (over the 4 MiB + 64 KiB request cap)");
+    let e = write(&eps[0], &vec![7; 5 * 1024 * 1024], 0)
+        .await
+        .expect_err("a request over the cap is refused");
+    assert_eq!(e.code(), tonic::Code::OutOfRange, "{e:?}");
+    assert!(e.message().contains("too large"), "{}", e.message());
 
     eprintln!("phase: the cluster stays healthy");
     tokio::time::sleep(Duration::from_secs(3)).await;
