@@ -73,7 +73,7 @@ pub struct InitArgs {
     #[arg(long)]
     cluster: String,
     /// Days the CA is valid.
-    #[arg(long, default_value_t = CA_VALID_DAYS, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = CA_VALID_DAYS, value_parser = days)]
     days: u32,
 }
 
@@ -97,7 +97,7 @@ pub struct NodeArgs {
     )]
     addrs: Vec<String>,
     /// Days the certificate is valid.
-    #[arg(long, default_value_t = LEAF_VALID_DAYS, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = LEAF_VALID_DAYS, value_parser = days)]
     days: u32,
 }
 
@@ -113,7 +113,7 @@ pub struct ClientArgs {
     #[arg(long)]
     role: Role,
     /// Days the certificate is valid.
-    #[arg(long, default_value_t = LEAF_VALID_DAYS, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = LEAF_VALID_DAYS, value_parser = days)]
     days: u32,
 }
 
@@ -234,6 +234,15 @@ fn identity_json(id: &Identity) -> Value {
             "kind": "client", "cluster": cluster, "role": role.as_str(), "name": name,
             "uri": id.uri(),
         }),
+    }
+}
+
+/// A number of days, at least 1 (a certificate valid for 0 days would be born expired).
+fn days(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("a certificate must be valid for at least 1 day".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("'{s}' is not a number of days: {e}")),
     }
 }
 

@@ -118,7 +118,10 @@ pub enum ConfigError {
         cert: PathBuf,
     },
     /// A server was given a client's certificate.
-    #[error("{} holds {identity}: a server needs a node certificate (`nines cert node`)", path.display())]
+    #[error(
+        "{} holds {identity}: a server needs a node certificate (`nines cert node`)",
+        path.display()
+    )]
     NotANode {
         /// The certificate file.
         path: PathBuf,

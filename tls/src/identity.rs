@@ -105,7 +105,11 @@ pub enum IdentityError {
     )]
     NoNinesUri,
     /// More than one nines URI: which one would be meant is unknowable, so none is taken.
-    #[error("the certificate carries {} nines identities ({}): it must carry exactly one", .0.len(), .0.join(", "))]
+    #[error(
+        "the certificate carries {} nines identities ({}): it must carry exactly one",
+        .0.len(),
+        .0.join(", ")
+    )]
     SeveralNinesUris(Vec<String>),
     /// The URI is not `nines://CLUSTER/node/ID` nor `nines://CLUSTER/client/ROLE/NAME`.
     #[error(

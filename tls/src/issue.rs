@@ -85,7 +85,10 @@ pub struct LeafFiles {
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
     /// A file to write exists and `force` was not given.
-    #[error("{} already exists: refusing to overwrite it (use --force to replace it)", path.display())]
+    #[error(
+        "{} already exists: refusing to overwrite it (use --force to replace it)",
+        path.display()
+    )]
     Exists {
         /// The existing file.
         path: PathBuf,
