@@ -42,8 +42,7 @@ pub struct TlsFiles {
 }
 
 /// A [`TlsFiles`] read and checked: the certificate chains to the CA, carries an identity, and
-/// matches the key.
-#[derive(Debug)]
+/// matches the key. Its `Debug` shows no key material.
 pub struct LoadedTls {
     /// The CA certificate.
     pub ca: CertificateDer<'static>,
@@ -134,6 +133,15 @@ pub enum ConfigError {
     /// rustls refused the client verifier.
     #[error("TLS client verifier refused: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+impl std::fmt::Debug for LoadedTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedTls")
+            .field("identity", &self.identity)
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TlsFiles {

@@ -70,6 +70,11 @@ fn node_and_client_identities_round_trip() -> anyhow::Result<()> {
     // Each certificate loads with the CA it came from.
     let loaded = TlsFiles::node(dir, 2).load()?;
     assert_eq!(loaded.identity.cluster(), "prod-1");
+    let shown = format!("{loaded:?}");
+    ensure!(
+        !shown.contains("PRIVATE") && !shown.contains("key:"),
+        "{shown}"
+    );
     TlsFiles::client(dir, "alice").load()?;
     Ok(())
 }
@@ -234,5 +239,67 @@ fn load_refuses_files_that_do_not_belong_together() -> anyhow::Result<()> {
 
     let e = nines_tls::server_config(&TlsFiles::client(&a, "app"), &[b"h2"]).unwrap_err();
     ensure!(matches!(e, ConfigError::NotANode { .. }), "{e}");
+    Ok(())
+}
+
+/// A certificate signed by a fresh CA, with the given SAN URIs and common name.
+fn cert_with_uris(uris: &[&str], common_name: &str) -> anyhow::Result<Vec<u8>> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    for uri in uris {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI((*uri).try_into()?));
+    }
+    let key = rcgen::KeyPair::generate()?;
+    Ok(params.signed_by(&key, &issuer)?.der().to_vec())
+}
+
+#[test]
+fn certificates_with_no_one_or_a_bad_identity_are_read_as_such() -> anyhow::Result<()> {
+    let none = cert_with_uris(&["https://example.com/x"], "x")?;
+    assert_eq!(Identity::from_der(&none), Err(IdentityError::NoNinesUri));
+
+    let two = cert_with_uris(&["nines://c/node/1", "nines://c/client/drill/x"], "n1")?;
+    let e = Identity::from_der(&two).unwrap_err();
+    ensure!(
+        matches!(&e, IdentityError::SeveralNinesUris(u) if u.len() == 2),
+        "{e}"
+    );
+    ensure!(e.to_string().contains("exactly one"), "{e}");
+
+    let bad_role = cert_with_uris(&["nines://c/client/root/x"], "x")?;
+    let e = Identity::from_der(&bad_role).unwrap_err();
+    ensure!(
+        matches!(&e, IdentityError::BadRole { role, .. } if role == "root"),
+        "{e}"
+    );
+
+    let bad_id = cert_with_uris(&["nines://c/node/0"], "n0")?;
+    let e = Identity::from_der(&bad_id).unwrap_err();
+    ensure!(e.to_string().contains("node id '0'"), "{e}");
+
+    let bad_cn = cert_with_uris(&["nines://c/node/1"], "n 1")?;
+    let e = Identity::from_der(&bad_cn).unwrap_err();
+    ensure!(matches!(e, IdentityError::BadNodeName { .. }), "{e}");
+
+    // Other URIs beside the one nines URI do not matter.
+    let mixed = cert_with_uris(&["https://example.com/x", "nines://c/client/app/x"], "x")?;
+    ensure!(
+        matches!(
+            Identity::from_der(&mixed)?,
+            Identity::Client {
+                role: Role::App,
+                ..
+            }
+        ),
+        "mixed"
+    );
     Ok(())
 }
