@@ -14,6 +14,8 @@
 //! - [`bench_ckpt`]: `nines bench ckpt`, checkpoint throughput and latency.
 //! - [`drill`]: `nines drill ...`, failure drills against a running cluster, with their
 //!   timelines and the three promises checked.
+//! - [`cert_cmd`]: `nines cert init|node|client|show`, the cluster's CA and certificates (built
+//!   on nines-tls).
 //! - [`netns`]: network namespaces whose links can be cut (`nines drill link-flap --local`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -23,6 +25,7 @@ pub mod bench;
 pub mod bench_amf;
 pub mod bench_ckpt;
 pub mod bench_evt;
+pub mod cert_cmd;
 pub mod ckpt_cmd;
 pub mod client;
 pub mod drill;

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
 use nines_cli::{
-    amf_cmd, bench, bench_amf, bench_ckpt, ckpt_cmd, client, evt_cmd,
+    amf_cmd, bench, bench_amf, bench_ckpt, cert_cmd, ckpt_cmd, client, evt_cmd,
     local::{LocalCluster, LocalOptions},
     members_cmd,
     output::{table, Format},
@@ -106,6 +106,12 @@ enum Cmd {
     ///
     /// Example: nines drill component-kill --si counter-si --repeat 10
     Drill(DrillArgs),
+    /// The cluster's identity: its CA, node certificates (cluster, node id, addresses) and
+    /// client certificates (one role each), made by this binary; no openssl needed.
+    ///
+    /// Example: nines cert init --dir /etc/nines/tls --cluster prod
+    #[command(subcommand)]
+    Cert(cert_cmd::CertCmd),
     /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
     ///
     /// Example: nines completions bash > /etc/bash_completion.d/nines
@@ -511,6 +517,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Amf(AmfCmd::History) => amf_cmd::history(&endpoints, cli.output).await,
         Cmd::Bench(b) => run_bench(given.then_some(&endpoints[..]), b, cli.output).await,
         Cmd::Demo => demo::run().await,
+        Cmd::Cert(c) => cert_cmd::run(c, cli.output),
         Cmd::Drill(_) => unreachable!("drills run from main"),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
