@@ -23,6 +23,7 @@
 mod config;
 mod driver;
 mod error;
+mod inbound;
 mod logger;
 mod mailbox;
 mod members;
@@ -36,6 +37,7 @@ mod state_machine;
 mod status;
 mod store;
 mod transport;
+mod wire;
 
 pub use config::RaftConfig;
 pub use error::{Fatal, ProposeError};
