@@ -407,16 +407,22 @@ async fn receive<M: StateMachine>(
             ))
         }
         Ok(Ok(Err(refused))) => return Some(refused),
-        Ok(Ok(Ok(frame))) => Ok(frame),
-        Ok(Err(e)) => Err(e),
+        Ok(Ok(Ok(frame))) => Some(Ok(frame)),
+        Ok(Err(e)) => Some(Err(e)),
     };
     let mut sender = None;
     let mut next = first;
     loop {
         let bytes = match next {
-            Ok(Some(b)) => b,
-            Ok(None) => return None,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            None => {
+                return Some((
+                    LinkRefusal::FrameDeadline,
+                    format!("a frame did not arrive whole within {FRAME_READ_TIMEOUT_MS} ms"),
+                ))
+            }
+            Some(Ok(Some(b))) => b,
+            Some(Ok(None)) => return None,
+            Some(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
                 let why = if sender.is_none() {
                     LinkRefusal::HelloTooLarge
                 } else {
@@ -424,10 +430,8 @@ async fn receive<M: StateMachine>(
                 };
                 return Some((why, e.to_string()));
             }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                return Some((LinkRefusal::FrameDeadline, e.to_string()))
-            }
-            Err(_) => return None,
+            // The peer closed or reset, or the kernel gave up on it (`watch_for_death`).
+            Some(Err(_)) => return None,
         };
         let batch = match MessageBatch::decode(bytes.as_slice()) {
             Ok(b) => b,
@@ -446,19 +450,19 @@ async fn receive<M: StateMachine>(
 }
 
 /// The next frame of an authenticated link: waits as long as it takes for its first byte, then
-/// at most [`FRAME_READ_TIMEOUT_MS`] for the rest (`TimedOut` past that).
-async fn read_frame_in_time(reader: &mut BufReader<OwnedReadHalf>) -> io::Result<Option<Vec<u8>>> {
-    if reader.fill_buf().await?.is_empty() {
-        return Ok(None);
+/// at most [`FRAME_READ_TIMEOUT_MS`] for the rest; `None` past that.
+async fn read_frame_in_time(
+    reader: &mut BufReader<OwnedReadHalf>,
+) -> Option<io::Result<Option<Vec<u8>>>> {
+    match reader.fill_buf().await {
+        Ok([]) => return Some(Ok(None)),
+        Ok(_) => {}
+        Err(e) => return Some(Err(e)),
     }
     let wait = Duration::from_millis(FRAME_READ_TIMEOUT_MS);
-    match tokio::time::timeout(wait, read_frame(reader, FRAME_BYTES_MAX)).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("a frame did not arrive whole within {FRAME_READ_TIMEOUT_MS} ms"),
-        )),
-    }
+    tokio::time::timeout(wait, read_frame(reader, FRAME_BYTES_MAX))
+        .await
+        .ok()
 }
 
 /// The peer port: accepts connections, serves raft links itself and yields the rest to the gRPC
