@@ -227,7 +227,8 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                     if let Err(refused) =
                         inbound::check_against_log(&m, &local, |i| log.term(i).ok())
                     {
-                        inbound::report(&refused, &m, None);
+                        // The transport checked that `from` is the sender it authenticated.
+                        inbound::report(&refused, &m, Some(m.from));
                         continue;
                     }
                     if let Err(e) = self.raw.step(m) {
