@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
     let protos = [
         "proto/nines/raft/v1/raft.proto",
+        "proto/nines/raftwire/v1/eraftpb.proto",
         "proto/nines/cluster/v1/cluster.proto",
         "proto/nines/ckpt/v1/ckpt.proto",
         "proto/nines/membership/v1/membership.proto",

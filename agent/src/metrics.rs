@@ -266,6 +266,18 @@ fn render_raft(t: &mut Text, sources: &Sources) {
         "Time the driver spent writing one Ready into the log store, before its sync.",
         &[("", &RAFT.log_write_latency.snapshot())],
     );
+    t.counter_by(
+        "nines_raft_refused_messages_total",
+        "Raft messages from peers refused before raft saw them, by reason.",
+        "reason",
+        &RAFT.refused_messages.by_label(),
+    );
+    t.counter_by(
+        "nines_raft_link_refusals_total",
+        "Raft links closed for breaking a link rule (or replaced by a newer link), by reason.",
+        "reason",
+        &RAFT.link_refusals.by_label(),
+    );
 }
 
 fn render_membership(t: &mut Text, sources: &Sources, v: &StateView) {

@@ -18,6 +18,7 @@ use tokio::{
 };
 
 use crate::{
+    inbound,
     mailbox::{NetInput, ProposeReply, ReadFn, Request},
     persist::{PersistWaker, Persister},
     status::NodeStatus,
@@ -213,6 +214,21 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                 for m in msgs {
                     if m.to != self.id {
                         tracing::warn!(to = m.to, "dropped a raft message addressed elsewhere");
+                        continue;
+                    }
+                    // The checks that need the log, against its state right now (the
+                    // transport ran the rest): what raft-rs would panic on never reaches it.
+                    let log = &self.raw.raft.raft_log;
+                    let local = inbound::LocalLog {
+                        term: self.raw.raft.term,
+                        committed: log.committed,
+                        last_index: log.last_index(),
+                    };
+                    if let Err(refused) =
+                        inbound::check_against_log(&m, &local, |i| log.term(i).ok())
+                    {
+                        // The transport checked that `from` is the sender it authenticated.
+                        inbound::report(&refused, &m, Some(m.from));
                         continue;
                     }
                     if let Err(e) = self.raw.step(m) {

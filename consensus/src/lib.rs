@@ -14,6 +14,8 @@
 //!    stale), `add_voter` / `remove_member`, `status`.
 //! 4. Serve [`PeerService`] on the node's peer port so peers can reach it: accept through
 //!    [`PeerPort::incoming`], which serves raft links itself and hands the rest to tonic.
+//!    Whatever peers send is decoded without protobuf 2 and checked before raft-rs sees it
+//!    (`wire`, `inbound`): a malformed or forged message is refused and counted, never a panic.
 //!
 //! Any storage error or state-machine corruption ends the driver with [`Fatal`]; the node must
 //! stop, never acknowledge.
@@ -23,6 +25,7 @@
 mod config;
 mod driver;
 mod error;
+mod inbound;
 mod logger;
 mod mailbox;
 mod members;
@@ -36,6 +39,7 @@ mod state_machine;
 mod status;
 mod store;
 mod transport;
+mod wire;
 
 pub use config::RaftConfig;
 pub use error::{Fatal, ProposeError};

@@ -50,6 +50,44 @@ impl Counter {
     }
 }
 
+/// Counters of one family, one per label value (a reason, a kind), Prometheus style.
+#[derive(Debug)]
+pub struct LabeledCounters<const N: usize> {
+    labels: [&'static str; N],
+    counts: [Counter; N],
+}
+
+impl<const N: usize> LabeledCounters<N> {
+    /// All zero, one counter per label in `labels`.
+    pub const fn new(labels: [&'static str; N]) -> Self {
+        Self {
+            labels,
+            counts: [const { Counter::new() }; N],
+        }
+    }
+
+    /// Add one to the counter at `index` (the label's position).
+    pub(crate) fn inc(&self, index: usize) {
+        if let Some(c) = self.counts.get(index) {
+            c.inc();
+        }
+    }
+
+    /// The counter at `index`; 0 past the end.
+    pub fn get(&self, index: usize) -> u64 {
+        self.counts.get(index).map_or(0, Counter::get)
+    }
+
+    /// (label, value) of every counter, in label order.
+    pub fn by_label(&self) -> Vec<(&'static str, u64)> {
+        self.labels
+            .iter()
+            .zip(&self.counts)
+            .map(|(l, c)| (*l, c.get()))
+            .collect()
+    }
+}
+
 /// A histogram of durations with fixed bucket bounds (seconds), Prometheus style.
 #[derive(Debug)]
 pub struct Histogram {
@@ -155,6 +193,12 @@ pub struct RaftMetrics {
     /// Time the driver spent writing one Ready into the log store (not syncing it): the driver
     /// steps nothing else meanwhile.
     pub log_write_latency: Histogram,
+    /// Raft messages from peers refused before raft saw them, by reason (see the consensus
+    /// crate's peer input rules): a malformed or forged message, never a panic.
+    pub refused_messages: LabeledCounters<{ crate::inbound::Refusal::COUNT }>,
+    /// Raft link connections closed for breaking a link rule (a frame too long, a frame half
+    /// sent past its deadline, a refused header), by reason.
+    pub link_refusals: LabeledCounters<{ crate::transport::LinkRefusal::COUNT }>,
 }
 
 /// This process's raft metrics.
@@ -169,6 +213,8 @@ pub static RAFT: RaftMetrics = RaftMetrics {
     entries_appended: Counter::new(),
     fsync_latency: Histogram::new(FSYNC_BOUNDS_S),
     log_write_latency: Histogram::new(FSYNC_BOUNDS_S),
+    refused_messages: LabeledCounters::new(crate::inbound::Refusal::LABELS),
+    link_refusals: LabeledCounters::new(crate::transport::LinkRefusal::LABELS),
 };
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 
 use std::sync::atomic::Ordering;
 
-use protobuf::Message as _;
 use raft::{
     eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Snapshot},
     StateRole,
@@ -240,7 +239,8 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
             match e.get_entry_type() {
                 EntryType::EntryNormal => self.apply_normal(&e)?,
                 EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(e.get_data()).map_err(|err| {
+                    // The entry's bytes came from the leader: decoded without protobuf 2.
+                    let cc = crate::wire::decode_conf_change(e.get_data()).map_err(|err| {
                         Fatal::StateMachine(format!("entry {}: bad conf change: {err}", e.index))
                     })?;
                     self.apply_conf_change(&e, &cc)?;
@@ -250,7 +250,7 @@ impl<S: LogStore, M: StateMachine> Driver<S, M> {
                     let cc = if e.get_data().is_empty() {
                         ConfChangeV2::default()
                     } else {
-                        ConfChangeV2::parse_from_bytes(e.get_data()).map_err(|err| {
+                        crate::wire::decode_conf_change_v2(e.get_data()).map_err(|err| {
                             Fatal::StateMachine(format!(
                                 "entry {}: bad conf change: {err}",
                                 e.index

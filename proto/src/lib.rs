@@ -20,6 +20,17 @@ pub mod raft {
     }
 }
 
+/// The wire form of raft-rs's peer messages, mirrored for prost: a node decodes what peers send
+/// with these (prost bounds recursion; the protobuf 2 parser raft-rs uses does not), then copies
+/// the fields into raft-rs's types. Field numbers and types are raft-rs 0.7's `eraftpb`.
+#[allow(missing_docs, clippy::all)]
+pub mod raftwire {
+    /// Version 1 (raft-rs 0.7's `eraftpb`).
+    pub mod v1 {
+        tonic::include_proto!("nines.raftwire.v1");
+    }
+}
+
 /// Checkpoint service (AIS CKPT).
 #[allow(missing_docs, clippy::all)]
 pub mod ckpt {

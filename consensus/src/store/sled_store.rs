@@ -234,6 +234,9 @@ fn encode<M: Message>(msg: &M, what: &str) -> Result<Vec<u8>, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("cannot encode {what}: {e}")))
 }
 
+/// Decode bytes this store wrote. protobuf 2's parser is kept off network input
+/// (`crate::wire`), not off these: they are what `encode` made of values raft handed us, and
+/// every raft value from a peer was rebuilt field by field (no unknown fields) before that.
 fn decode<M: Message>(bytes: &[u8], what: &str) -> Result<M, StoreError> {
     M::parse_from_bytes(bytes)
         .map_err(|e| StoreError::Corrupt(format!("cannot decode {what}: {e}")))

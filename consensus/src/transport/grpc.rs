@@ -330,6 +330,18 @@ impl PeerSender {
         self.client.send(req).await.map(|_| Sent::Proven)
     }
 
+    /// The first frame of a new link: the header and `to`, no messages (`link.rs`).
+    fn hello(&self) -> Result<Vec<u8>, tonic::Status> {
+        let hello = MessageBatch {
+            header: Some(self.header.clone()),
+            to: self.to,
+            messages: Vec::new(),
+        };
+        let mut frame = Vec::new();
+        encode_frame(&hello, &mut frame).map_err(tonic::Status::internal)?;
+        Ok(frame)
+    }
+
     /// Send on the raft link, opening it first if needed.
     async fn send_linked(&mut self, batch: MessageBatch) -> Result<Sent, tonic::Status> {
         let mut frame = Vec::new();
@@ -346,7 +358,9 @@ impl PeerSender {
         };
         let link = match &mut self.link {
             Some(link) => link,
-            None => match tokio::time::timeout(timeout, Link::connect(&self.addr)).await {
+            None => match tokio::time::timeout(timeout, Link::connect(&self.addr, &self.hello()?))
+                .await
+            {
                 Ok(Ok(link)) => self.link.insert(link),
                 Ok(Err(e)) => {
                     return Err(tonic::Status::unavailable(format!(

@@ -10,6 +10,14 @@
 //! - the connecting node writes [`MAGIC`], then frames: a 4-byte big-endian length and that many
 //!   bytes of one encoded `MessageBatch` (header and `to` in every batch, checked like the gRPC
 //!   calls' before any raft bytes are decoded);
+//! - its first frame is a hello: a batch with the header, `to` and no messages, so that it fits
+//!   in [`HELLO_FRAME_BYTES_MAX`]. Until a first frame has authenticated, a connection may not
+//!   make the receiver buffer more than that: a longer first frame is refused by its length
+//!   alone. (A node of an earlier version sends no hello; its first batch is taken as the hello
+//!   when it fits, and otherwise refused, and that node reconnects with a smaller one.) After
+//!   it, frames may be up to [`FRAME_BYTES_MAX`], every later batch must name the same sender,
+//!   and each frame must arrive whole within [`FRAME_READ_TIMEOUT_MS`] of its first byte (an
+//!   idle link waits as long as it likes between frames);
 //! - the accepting node writes nothing while it accepts; when it refuses a batch (another cluster,
 //!   a non-member, a bad frame) it writes one frame holding the reason in UTF-8 and closes, so
 //!   the sender can log why.
@@ -28,7 +36,7 @@ use nines_core::{limits, shutdown::ShutdownSignal, NodeId};
 use nines_proto::raft::v1::MessageBatch;
 use prost::Message as _;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{
         tcp::{OwnedReadHalf, OwnedWriteHalf},
         TcpListener, TcpStream,
@@ -43,8 +51,19 @@ use crate::StateMachine;
 /// What a raft link's connection starts with. Its first byte tells it from HTTP/2's preface.
 const MAGIC: &[u8; 8] = b"NINESRL1";
 
-/// Largest frame either side accepts.
+/// Largest frame either side accepts, once the link's first frame authenticated its sender.
 const FRAME_BYTES_MAX: usize = limits::GRPC_MESSAGE_BYTES_MAX;
+
+/// Largest first frame (the hello) the accepting side takes: the most an unauthenticated
+/// connection can make it buffer.
+const HELLO_FRAME_BYTES_MAX: usize = 64 * 1024;
+
+/// How long the accepting side waits for the magic and the first frame of a new link.
+const HELLO_READ_TIMEOUT_MS: u64 = 5_000;
+
+/// How long a frame may take to arrive whole, from its first byte: a half-sent frame does not
+/// hold a buffer (or a task) for longer.
+const FRAME_READ_TIMEOUT_MS: u64 = 5_000;
 
 /// How long an accepted connection may stay silent before it is handed to the gRPC server as is.
 const CLASSIFY_TIMEOUT_MS: u64 = limits::PEER_RPC_TIMEOUT_MS;
@@ -81,6 +100,51 @@ struct Closed {
     notify: Notify,
 }
 
+/// Why the accepting side closed a raft link; `LABELS` name them in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkRefusal {
+    /// The connection did not start with [`MAGIC`].
+    BadMagic,
+    /// The magic and first frame did not arrive within [`HELLO_READ_TIMEOUT_MS`].
+    HelloDeadline,
+    /// A first frame longer than [`HELLO_FRAME_BYTES_MAX`].
+    HelloTooLarge,
+    /// A later frame longer than [`FRAME_BYTES_MAX`].
+    FrameTooLarge,
+    /// A frame that did not arrive whole within [`FRAME_READ_TIMEOUT_MS`].
+    FrameDeadline,
+    /// A frame that is no `MessageBatch`.
+    UndecodableBatch,
+    /// A batch whose header did not authenticate, or addressed to another node.
+    HeaderRefused,
+    /// A batch naming another sender than the link's first.
+    SenderChanged,
+    /// A newer link from the same sender replaced this one (normal after a reconnect).
+    Replaced,
+}
+
+impl LinkRefusal {
+    /// How many reasons there are.
+    pub(crate) const COUNT: usize = 9;
+
+    /// Every reason's metric label, indexed by `reason as usize`.
+    pub(crate) const LABELS: [&'static str; Self::COUNT] = [
+        "bad_magic",
+        "hello_deadline",
+        "hello_too_large",
+        "frame_too_large",
+        "frame_deadline",
+        "undecodable_batch",
+        "header_refused",
+        "sender_changed",
+        "replaced",
+    ];
+}
+
+/// Warnings about closed links, rate-limited per reason.
+static LINK_WARN_GATE: crate::inbound::WarnGate<{ LinkRefusal::COUNT }> =
+    crate::inbound::WarnGate::new();
+
 impl Drop for Link {
     fn drop(&mut self) {
         self.reader.abort();
@@ -88,13 +152,17 @@ impl Drop for Link {
 }
 
 impl Link {
-    /// Connect to the peer port at `addr` and announce a link.
-    pub(crate) async fn connect(addr: &str) -> io::Result<Self> {
+    /// Connect to the peer port at `addr` and announce a link: the magic, then `hello` (the
+    /// frame of a batch with the header, `to` and no messages, from [`encode_frame`]).
+    pub(crate) async fn connect(addr: &str, hello: &[u8]) -> io::Result<Self> {
         let conn = TcpStream::connect(addr).await?;
         conn.set_nodelay(true)?;
         watch_for_death(&conn)?;
         let (reader, mut writer) = conn.into_split();
-        writer.write_all(MAGIC).await?;
+        let mut start = Vec::with_capacity(MAGIC.len() + hello.len());
+        start.extend_from_slice(MAGIC);
+        start.extend_from_slice(hello);
+        writer.write_all(&start).await?;
         let closed = Arc::new(Closed::default());
         let reader = tokio::spawn(read_refusal(reader, closed.clone())).abort_handle();
         Ok(Self {
@@ -224,17 +292,38 @@ struct Port<M: StateMachine> {
 }
 
 impl<M: StateMachine> Port<M> {
-    /// Deliver `batch` if `link` is its sender's newest; `Err(reason)` to close the link.
-    fn deliver(&self, link: u64, batch: MessageBatch) -> Result<(), String> {
-        let from = batch.header.as_ref().map_or(0, |h| h.from);
+    /// Deliver `batch` if `link` is its sender's newest. `sender` is the node the link's first
+    /// batch authenticated (set by that batch); every later batch must name the same one.
+    fn deliver(
+        &self,
+        link: u64,
+        sender: &mut Option<NodeId>,
+        batch: MessageBatch,
+    ) -> Result<(), (LinkRefusal, String)> {
+        let from = self
+            .service
+            .check(batch.header.as_ref())
+            .map_err(|status| (LinkRefusal::HeaderRefused, status.message().to_owned()))?;
+        match *sender {
+            Some(s) if s != from => {
+                return Err((
+                    LinkRefusal::SenderChanged,
+                    format!("a batch from node {from} on node {s}'s link"),
+                ))
+            }
+            _ => *sender = Some(from),
+        }
         let mut newest = self.newest.lock().expect("link registry poisoned");
         if newest.get(&from).is_some_and(|&n| n > link) {
-            return Err(format!("a newer link from node {from} replaced this one"));
+            return Err((
+                LinkRefusal::Replaced,
+                format!("a newer link from node {from} replaced this one"),
+            ));
         }
         // Under the lock, so an older link cannot deliver between a newer one's batches.
         self.service
-            .deliver(batch)
-            .map_err(|status| status.message().to_owned())?;
+            .deliver_from(from, batch)
+            .map_err(|status| (LinkRefusal::HeaderRefused, status.message().to_owned()))?;
         newest.insert(from, link);
         Ok(())
     }
@@ -254,8 +343,21 @@ async fn serve_link<M: StateMachine>(
         r = receive(&port, link, &mut reader) => r,
         _ = stop.wait() => return,
     };
-    let Some(mut reason) = refusal else { return };
-    tracing::debug!(?peer, "raft link refused: {reason}");
+    let Some((why, mut reason)) = refusal else {
+        return;
+    };
+    crate::metrics::RAFT.link_refusals.inc(why as usize);
+    let label = LinkRefusal::LABELS[why as usize];
+    if why == LinkRefusal::Replaced {
+        tracing::debug!(?peer, "raft link closed: {reason}");
+    } else if let Some(suppressed) = LINK_WARN_GATE.pass(why as usize) {
+        tracing::warn!(
+            ?peer,
+            reason = label,
+            suppressed_since_last_warning = suppressed,
+            "refused a raft link: {reason}"
+        );
+    }
     truncate(&mut reason, REASON_BYTES_MAX);
     let mut frame = (reason.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(reason.as_bytes());
@@ -278,34 +380,89 @@ fn truncate(s: &mut String, max: usize) {
     }
 }
 
-/// Deliver the link's batches; `Some(reason)` when one is refused, `None` when the peer closed.
+/// Deliver the link's batches; `Some(why)` when the link breaks a rule or a batch is refused,
+/// `None` when the peer closed it (or the connection failed).
 async fn receive<M: StateMachine>(
     port: &Port<M>,
     link: u64,
     reader: &mut BufReader<OwnedReadHalf>,
-) -> Option<String> {
-    let mut magic = [0u8; MAGIC.len()];
-    if reader.read_exact(&mut magic).await.is_err() {
-        return None;
-    }
-    if &magic != MAGIC {
-        return Some("not a nines raft link (bad magic)".into());
-    }
+) -> Option<(LinkRefusal, String)> {
+    let hello_wait = Duration::from_millis(HELLO_READ_TIMEOUT_MS);
+    let hello = async {
+        let mut magic = [0u8; MAGIC.len()];
+        reader.read_exact(&mut magic).await?;
+        if &magic != MAGIC {
+            return Ok(Err((
+                LinkRefusal::BadMagic,
+                "not a nines raft link (bad magic)".to_owned(),
+            )));
+        }
+        read_frame(reader, HELLO_FRAME_BYTES_MAX).await.map(Ok)
+    };
+    let first = match tokio::time::timeout(hello_wait, hello).await {
+        Err(_) => {
+            return Some((
+                LinkRefusal::HelloDeadline,
+                format!("no magic and first frame within {HELLO_READ_TIMEOUT_MS} ms"),
+            ))
+        }
+        Ok(Ok(Err(refused))) => return Some(refused),
+        Ok(Ok(Ok(frame))) => Some(Ok(frame)),
+        Ok(Err(e)) => Some(Err(e)),
+    };
+    let mut sender = None;
+    let mut next = first;
     loop {
-        let bytes = match read_frame(reader, FRAME_BYTES_MAX).await {
-            Ok(Some(b)) => b,
-            Ok(None) => return None,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Some(e.to_string()),
-            Err(_) => return None,
+        let bytes = match next {
+            None => {
+                return Some((
+                    LinkRefusal::FrameDeadline,
+                    format!("a frame did not arrive whole within {FRAME_READ_TIMEOUT_MS} ms"),
+                ))
+            }
+            Some(Ok(Some(b))) => b,
+            Some(Ok(None)) => return None,
+            Some(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                let why = if sender.is_none() {
+                    LinkRefusal::HelloTooLarge
+                } else {
+                    LinkRefusal::FrameTooLarge
+                };
+                return Some((why, e.to_string()));
+            }
+            // The peer closed or reset, or the kernel gave up on it (`watch_for_death`).
+            Some(Err(_)) => return None,
         };
         let batch = match MessageBatch::decode(bytes.as_slice()) {
             Ok(b) => b,
-            Err(e) => return Some(format!("undecodable message batch: {e}")),
+            Err(e) => {
+                return Some((
+                    LinkRefusal::UndecodableBatch,
+                    format!("undecodable message batch: {e}"),
+                ))
+            }
         };
-        if let Err(reason) = port.deliver(link, batch) {
-            return Some(reason);
+        if let Err(refused) = port.deliver(link, &mut sender, batch) {
+            return Some(refused);
         }
+        next = read_frame_in_time(reader).await;
     }
+}
+
+/// The next frame of an authenticated link: waits as long as it takes for its first byte, then
+/// at most [`FRAME_READ_TIMEOUT_MS`] for the rest; `None` past that.
+async fn read_frame_in_time(
+    reader: &mut BufReader<OwnedReadHalf>,
+) -> Option<io::Result<Option<Vec<u8>>>> {
+    match reader.fill_buf().await {
+        Ok([]) => return Some(Ok(None)),
+        Ok(_) => {}
+        Err(e) => return Some(Err(e)),
+    }
+    let wait = Duration::from_millis(FRAME_READ_TIMEOUT_MS);
+    tokio::time::timeout(wait, read_frame(reader, FRAME_BYTES_MAX))
+        .await
+        .ok()
 }
 
 /// The peer port: accepts connections, serves raft links itself and yields the rest to the gRPC

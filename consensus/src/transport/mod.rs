@@ -10,6 +10,7 @@ mod service;
 
 pub use grpc::GrpcTransport;
 pub use inproc::{InProcessNetwork, InProcessTransport};
+pub(crate) use link::LinkRefusal;
 pub use link::PeerPort;
 pub use service::PeerService;
 

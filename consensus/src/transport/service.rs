@@ -1,18 +1,19 @@
-//! The receiving side of the gRPC peer protocol: authenticate, decode, hand to the driver.
+//! The receiving side of the gRPC peer protocol (and of the raft link, which ends here too):
+//! authenticate, decode without protobuf 2 (`wire`), check each message (`inbound`), hand the
+//! rest to the driver.
 
 use std::time::Duration;
 
+use nines_core::NodeId;
 use nines_core::{limits, PROTOCOL_VERSION};
 use nines_proto::raft::v1::{
     forward_response, raft_peer_server::RaftPeer, ForwardRequest, ForwardResponse, MessageBatch,
     PeerHeader, ProposeFailure, SendAck,
 };
-use protobuf::Message as _;
-use raft::eraftpb::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{ForwardHandler, ForwardKind};
-use crate::{Proposer, StateMachine};
+use crate::{inbound, wire, Proposer, StateMachine};
 
 /// Longest time a forwarded request may ask the leader to work on it.
 const FORWARD_TIMEOUT_MAX_MS: u64 = 60_000;
@@ -42,27 +43,47 @@ impl<M: StateMachine> PeerService<M> {
         }
     }
 
-    /// Authenticate a batch, decode it, and hand it to the driver.
+    /// Authenticate a batch, decode it, and hand its acceptable messages to the driver.
+    ///
+    /// # Errors
+    /// A batch whose header does not authenticate, or addressed to another node, is refused
+    /// whole. Within an authenticated batch, a message that does not decode or breaks a rule
+    /// of `inbound` is dropped (counted and logged) and the others are delivered.
     pub(super) fn deliver(&self, batch: MessageBatch) -> Result<(), Status> {
-        self.check(batch.header.as_ref())?;
-        if batch.to != self.proposer.id() {
+        let sender = self.check(batch.header.as_ref())?;
+        self.deliver_from(sender, batch)
+    }
+
+    /// Deliver a batch sent by `sender`, the node the transport authenticated (the batch
+    /// header's `from` today; a certificate's node id once peers use TLS).
+    pub(super) fn deliver_from(&self, sender: NodeId, batch: MessageBatch) -> Result<(), Status> {
+        let me = self.proposer.id();
+        if batch.to != me {
             return Err(Status::failed_precondition(format!(
-                "messages for node {} reached node {}; check the peer addresses in the configs",
+                "messages for node {} reached node {me}; check the peer addresses in the configs",
                 batch.to,
-                self.proposer.id()
             )));
         }
-        let msgs = batch
-            .messages
-            .iter()
-            .map(|b| Message::parse_from_bytes(b))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+        let mut msgs = Vec::with_capacity(batch.messages.len());
+        for bytes in &batch.messages {
+            let m = match wire::decode_message(bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    inbound::report_undecodable(&e.to_string(), sender);
+                    continue;
+                }
+            };
+            match inbound::check_message(&m, me, sender) {
+                Ok(()) => msgs.push(m),
+                Err(refused) => inbound::report(&refused, &m, Some(sender)),
+            }
+        }
         self.proposer.mailbox().deliver(msgs);
         Ok(())
     }
 
-    fn check(&self, header: Option<&PeerHeader>) -> Result<(), Status> {
+    /// Authenticate a request's header; the sender's node id if it may speak.
+    pub(super) fn check(&self, header: Option<&PeerHeader>) -> Result<NodeId, Status> {
         let h = header.ok_or_else(|| Status::invalid_argument("missing peer header"))?;
         if h.protocol_version != PROTOCOL_VERSION {
             let msg = format!(
@@ -92,7 +113,7 @@ impl<M: StateMachine> PeerService<M> {
             tracing::debug!("refused peer: {msg}");
             return Err(Status::permission_denied(msg));
         }
-        Ok(())
+        Ok(h.from)
     }
 }
 
