@@ -99,6 +99,55 @@ pub struct AgentConfig {
     /// `[limits]`: caps on what clients may send.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[tls]`: mutual TLS on the listener (peers and clients), and the certificate handed to
+    /// components. Without it the agent speaks plaintext, on loopback only unless `insecure`.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    /// Allow plaintext (no `[tls]`) on a listen address that is not loopback: anyone who reaches
+    /// the port can then act as a peer or an operator. For isolated test networks only.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `[tls]`: this node's certificate (from `nines cert node`), the cluster CA that every peer and
+/// client certificate must chain to, and optionally an `app` client certificate (from `nines
+/// cert client --role app`) the agent hands its components in `NINES_CA`, `NINES_CERT` and
+/// `NINES_KEY`, so they can use checkpoints and events with no certificate work of their own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The cluster CA's certificate (`ca.pem`).
+    pub ca: PathBuf,
+    /// This node's certificate (`node-<ID>.pem`).
+    pub cert: PathBuf,
+    /// Its private key (`node-<ID>.key`).
+    pub key: PathBuf,
+    /// The components' client certificate (role `app`), if any.
+    #[serde(default)]
+    pub component_cert: Option<PathBuf>,
+    /// Its private key.
+    #[serde(default)]
+    pub component_key: Option<PathBuf>,
+}
+
+impl TlsSection {
+    /// This node's files.
+    pub fn node_files(&self) -> nines_tls::TlsFiles {
+        nines_tls::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    /// The components' files, if configured.
+    pub fn component_files(&self) -> Option<nines_tls::TlsFiles> {
+        Some(nines_tls::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.component_cert.clone()?,
+            key: self.component_key.clone()?,
+        })
+    }
 }
 
 /// Default [`LimitsSection::request_bytes_max`]: 4 MiB of data (one full-size checkpoint section)
@@ -239,6 +288,61 @@ impl AgentConfig {
         Ok(cfg)
     }
 
+    /// The node's certificate must load (signed by the CA, matching its key) and be this node's;
+    /// the component certificate, if any, must be an `app` (or higher) client of the same CA.
+    fn validate_tls(
+        &self,
+        t: &TlsSection,
+        bad: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let node = t
+            .node_files()
+            .load()
+            .map_err(|e| bad("tls", e.to_string()))?;
+        match &node.identity {
+            nines_tls::Identity::Node { cluster, id, .. }
+                if *id == self.node_id && *cluster == self.cluster => {}
+            other => {
+                return Err(bad(
+                    "tls.cert",
+                    format!(
+                        "the certificate is for {} but this is node {} of cluster '{}'; issue \
+                         one with `nines cert node --id {}`",
+                        other.uri(),
+                        self.node_id,
+                        self.cluster,
+                        self.node_id
+                    ),
+                ))
+            }
+        }
+        if t.component_cert.is_some() != t.component_key.is_some() {
+            return Err(bad(
+                "tls.component_cert",
+                "give both component_cert and component_key, or neither".into(),
+            ));
+        }
+        if let Some(files) = t.component_files() {
+            let c = files
+                .load()
+                .map_err(|e| bad("tls.component_cert", e.to_string()))?;
+            match &c.identity {
+                nines_tls::Identity::Client { role, .. } if role.allows(nines_tls::Role::App) => {}
+                other => {
+                    return Err(bad(
+                        "tls.component_cert",
+                        format!(
+                            "components need a client certificate with role app; this one is \
+                             {}; issue one with `nines cert client --name components --role app`",
+                            other.uri()
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self, path: &std::path::Path) -> Result<(), ConfigError> {
         let bad = |key: &str, problem: String| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -273,12 +377,27 @@ impl AgentConfig {
         if self.name.trim().is_empty() {
             return Err(bad("name", "must not be empty".into()));
         }
-        self.listen.parse::<SocketAddr>().map_err(|e| {
+        let listen = self.listen.parse::<SocketAddr>().map_err(|e| {
             bad(
                 "listen",
                 format!("'{}' is not an ip:port address ({e})", self.listen),
             )
         })?;
+        match &self.tls {
+            None if !listen.ip().is_loopback() && !self.insecure => {
+                return Err(bad(
+                    "listen",
+                    format!(
+                        "{listen} is not a loopback address and there is no [tls] section: \
+                         anyone who reaches the port could act as a peer or an operator. Add \
+                         [tls] (ca, cert, key; see `nines cert --help`), listen on 127.0.0.1, or \
+                         set `insecure = true` on an isolated test network"
+                    ),
+                ));
+            }
+            None => {}
+            Some(t) => self.validate_tls(t, &bad)?,
+        }
         if let Some(a) = &self.advertise {
             check_host_port(a).map_err(|p| bad("advertise", p))?;
         }

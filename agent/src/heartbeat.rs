@@ -125,19 +125,31 @@ pub(crate) trait Beater: Send + Sync + 'static {
     ) -> nines_consensus::BoxFuture<'static, Option<RevokeLeaseReply>>;
 }
 
-/// Beats over gRPC (`nines.membership.v1.Membership/Beat`), one lazy channel per address.
+/// Beats over gRPC (`nines.membership.v1.Membership/Beat`), one lazy channel per address, over
+/// mutual TLS when the cluster uses it.
 #[derive(Default)]
 pub(crate) struct GrpcBeater {
     clients: Mutex<BTreeMap<String, MembershipClient<Channel>>>,
+    tls: Option<Arc<nines_consensus::PeerTls>>,
 }
 
 impl GrpcBeater {
+    /// A beater whose connections use `tls` (this node's certificate), if given.
+    pub(crate) fn new(tls: Option<Arc<nines_consensus::PeerTls>>) -> Self {
+        GrpcBeater {
+            clients: Mutex::default(),
+            tls,
+        }
+    }
+
     fn client(&self, addr: &str, timeout: Duration) -> Option<MembershipClient<Channel>> {
         let mut clients = self.clients.lock().expect("beater lock poisoned");
         if !clients.contains_key(addr) {
-            let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
-                return None;
+            let ep = match &self.tls {
+                Some(tls) => tls.endpoint(addr).ok(),
+                None => tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok(),
             };
+            let ep = ep?;
             let ch = ep.connect_timeout(timeout).tcp_nodelay(true).connect_lazy();
             clients.insert(addr.to_string(), MembershipClient::new(ch));
         }

@@ -10,6 +10,7 @@
 
 mod amf_link;
 mod amf_service;
+mod authz;
 mod config;
 mod datadir;
 mod deadline;

@@ -99,6 +99,26 @@ fn kind(k: ChangeKind) -> PbKind {
     }
 }
 
+/// Over mutual TLS, a peer call's claimed sender must be the node whose certificate it came
+/// with (the authorization layer already refused anything but node certificates here).
+fn certified_sender<T>(req: &Request<T>, claimed: NodeId) -> Result<(), Status> {
+    let certified = match nines_tls::ConnInfo::of(req).and_then(|i| i.identity.as_ref()) {
+        Some(nines_tls::Identity::Node { id, .. }) => *id,
+        _ => return Ok(()),
+    };
+    if certified == claimed {
+        return Ok(());
+    }
+    tracing::warn!(
+        claimed,
+        certified,
+        "refused a call claiming node {claimed} sent with node {certified}'s certificate"
+    );
+    Err(Status::permission_denied(format!(
+        "the call claims node {claimed} but came with node {certified}'s certificate"
+    )))
+}
+
 impl MembershipService {
     /// Agent-to-agent calls come only from members of this cluster.
     fn same_cluster(&self, cluster: &str, from: NodeId) -> Result<(), Status> {
@@ -115,6 +135,7 @@ impl MembershipService {
 #[tonic::async_trait]
 impl Membership for MembershipService {
     async fn beat(&self, req: Request<BeatRequest>) -> Result<Response<BeatAck>, Status> {
+        certified_sender(&req, req.get_ref().from)?;
         let r = req.into_inner();
         self.same_cluster(&r.cluster, r.from)?;
         Ok(Response::new(answer_beat(
@@ -129,6 +150,7 @@ impl Membership for MembershipService {
         &self,
         req: Request<RevokeLeaseRequest>,
     ) -> Result<Response<RevokeLeaseReply>, Status> {
+        certified_sender(&req, req.get_ref().from)?;
         let r = req.into_inner();
         self.same_cluster(&r.cluster, r.from)?;
         let term = self.proposer.status().term;

@@ -278,6 +278,24 @@ fn render_raft(t: &mut Text, sources: &Sources) {
         "reason",
         &RAFT.link_refusals.by_label(),
     );
+    t.counter(
+        "nines_tls_refused_connections_total",
+        "Connections refused in the mutual TLS handshake (no certificate, another CA, expired, \
+         too slow) or raft links opened with a client certificate.",
+        RAFT.tls_refusals.get(),
+    );
+    let a = &crate::authz::METRICS;
+    t.counter_by(
+        "nines_authz_refused_total",
+        "Calls refused by authorization, by why: role (below the call's), kind (client \
+         certificate for peer traffic, node certificate for a client call), other.",
+        "reason",
+        &[
+            ("role", a.role.get()),
+            ("kind", a.kind.get()),
+            ("other", a.other.get()),
+        ],
+    );
 }
 
 fn render_membership(t: &mut Text, sources: &Sources, v: &StateView) {

@@ -69,6 +69,48 @@ pub enum AgentError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Server(String),
+    /// The `[tls]` files cannot be used.
+    #[error("[tls]: {0}")]
+    Tls(String),
+}
+
+/// What components get in their environment besides the director's own variables: with
+/// `[tls] component_cert`, the files of the client certificate they use for checkpoints and
+/// events (`NINES_CA`, `NINES_CERT`, `NINES_KEY`, which the SDK reads).
+fn component_env(cfg: &AgentConfig) -> std::collections::BTreeMap<String, String> {
+    let mut env = std::collections::BTreeMap::new();
+    if let Some(files) = cfg.tls.as_ref().and_then(|t| t.component_files()) {
+        env.insert("NINES_CA".into(), files.ca.display().to_string());
+        env.insert("NINES_CERT".into(), files.cert.display().to_string());
+        env.insert("NINES_KEY".into(), files.key.display().to_string());
+    }
+    env
+}
+
+/// This node's TLS for its listener and its connections to peers, or `None` (plaintext, said
+/// once: the config allows it on loopback only, or with `insecure = true`).
+fn peer_tls(
+    cfg: &AgentConfig,
+) -> Result<Option<std::sync::Arc<nines_consensus::PeerTls>>, AgentError> {
+    let Some(t) = &cfg.tls else {
+        tracing::warn!(
+            listen = %cfg.listen,
+            "INSECURE: no [tls] section, so peers and clients are not authenticated and traffic \
+             is not encrypted; anyone who can reach {} may act as a peer or an operator. Fine \
+             on loopback for a local cluster; elsewhere add [tls] (see `nines cert --help`)",
+            cfg.listen
+        );
+        return Ok(None);
+    };
+    let tls = nines_consensus::PeerTls::new(&t.node_files())
+        .map_err(|e| AgentError::Tls(e.to_string()))?;
+    tracing::info!(
+        cert = %t.cert.display(),
+        "mutual TLS on {}: peers need a node certificate of this cluster, clients a client \
+         certificate whose role allows each call",
+        cfg.listen
+    );
+    Ok(Some(tls))
 }
 
 /// Run an agent until `requested` fires (then switch its assignments over, drain and return
@@ -101,7 +143,8 @@ pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), Agen
         ),
         None => None,
     };
-    let transport = GrpcTransport::new(cfg.node_id, cfg.cluster.clone());
+    let tls = peer_tls(&cfg)?;
+    let transport = GrpcTransport::with_tls(cfg.node_id, cfg.cluster.clone(), tls.clone());
     let node_cfg = NodeConfig {
         id: cfg.node_id,
         cluster: cfg.cluster.clone(),
@@ -143,7 +186,7 @@ pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), Agen
     );
 
     let peer_service = PeerService::new(proposer.clone(), cfg.cluster.clone());
-    let incoming = PeerPort::incoming(listener, peer_service.clone(), links_stop);
+    let incoming = PeerPort::incoming_tls(listener, peer_service.clone(), links_stop, tls.clone());
     let peer = RaftPeerServer::new(peer_service)
         .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
@@ -186,7 +229,7 @@ pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), Agen
         proposer: proposer_for_services.clone(),
         shared: shared.clone(),
         beats: beats_rx,
-        beater: std::sync::Arc::new(crate::heartbeat::GrpcBeater::default()),
+        beater: std::sync::Arc::new(crate::heartbeat::GrpcBeater::new(tls.clone())),
         fenced_tx: Some(fenced_tx),
         lease_tx: Some(lease_tx),
     };
@@ -272,6 +315,10 @@ pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), Agen
             Duration::from_millis(CLIENT_TIMEOUT_MAX_MS + 1_000),
             LONG_LIVED_CALLS,
         ))
+        .layer(crate::authz::AuthzLayer {
+            cluster: cfg.cluster.as_str().into(),
+            enforce: tls.is_some(),
+        })
         .tcp_nodelay(true)
         .add_service(peer)
         .add_service(cluster)
@@ -381,6 +428,7 @@ fn start_director(
             log_dir: Some(cfg.data_dir.join("components")),
             endpoints: cfg.advertise_addr(),
             bin: std::env::current_exe().ok(),
+            env: component_env(cfg),
         },
         amf,
         crate::amf_link::HubLink(hub),

@@ -52,6 +52,7 @@ pub use state_machine::{ApplyContext, StateMachine};
 pub use status::{NodeStatus, Role};
 pub use store::{LogStore, MemLogStore, ReadyWrite, SledLogStore, StoreError};
 pub use transport::{
-    BoxFuture, ForwardHandler, ForwardKind, GrpcTransport, InProcessNetwork, InProcessTransport,
-    PeerPort, PeerService, Transport,
+    host_of, BoxFuture, ForwardHandler, ForwardKind, GrpcTransport, InProcessNetwork,
+    InProcessTransport, PeerConn, PeerPort, PeerService, PeerTls, Transport, ALPN_H2, ALPN_LINK,
+    HANDSHAKE_TIMEOUT_MS,
 };

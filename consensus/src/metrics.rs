@@ -199,6 +199,9 @@ pub struct RaftMetrics {
     /// Raft link connections closed for breaking a link rule (a frame too long, a frame half
     /// sent past its deadline, a refused header), by reason.
     pub link_refusals: LabeledCounters<{ crate::transport::LinkRefusal::COUNT }>,
+    /// Connections to the peer port refused over mutual TLS: no handshake in time, a
+    /// certificate of another CA or expired, or a raft link from a client certificate.
+    pub tls_refusals: Counter,
 }
 
 /// This process's raft metrics.
@@ -215,6 +218,7 @@ pub static RAFT: RaftMetrics = RaftMetrics {
     log_write_latency: Histogram::new(FSYNC_BOUNDS_S),
     refused_messages: LabeledCounters::new(crate::inbound::Refusal::LABELS),
     link_refusals: LabeledCounters::new(crate::transport::LinkRefusal::LABELS),
+    tls_refusals: Counter::new(),
 };
 
 #[cfg(test)]

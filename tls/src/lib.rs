@@ -38,7 +38,7 @@ pub use issue::{
     init_ca, issue_client, issue_node, CaFiles, IssueError, LeafFiles, Validity, CA_VALID_DAYS,
     LEAF_VALID_DAYS,
 };
-pub use peer::{peer_identity, request_identity, PeerError};
+pub use peer::{peer_identity, request_identity, ConnInfo, PeerError};
 pub use role::{Role, RoleParseError};
 
 /// A time as RFC 3339 in UTC to the second (`2026-05-01T12:00:00Z`), for people and scripts.

@@ -39,3 +39,32 @@ pub fn request_identity<T>(request: &tonic::Request<T>) -> Result<Identity, Peer
     let certs = request.peer_certs().ok_or(PeerError::NoCertificate)?;
     peer_identity(&certs)
 }
+
+/// What a server knows of an accepted connection: where it came from and, over mutual TLS, who
+/// holds the certificate it presented. Servers that accept connections themselves attach it to
+/// every request (as tonic's connect info), so authorization and the checks that a peer message
+/// names its real sender can read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The remote address, if known.
+    pub remote: Option<std::net::SocketAddr>,
+    /// The certificate's identity; `None` on a plaintext connection.
+    pub identity: Option<Identity>,
+}
+
+impl ConnInfo {
+    /// The connection info of a tonic request, if its server attached one.
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<&ConnInfo> {
+        request.extensions().get::<ConnInfo>()
+    }
+
+    /// Who is calling, for messages: `node 3`, `client 'ops' (operator)`, or `an unauthenticated
+    /// caller`.
+    pub fn who(&self) -> String {
+        match &self.identity {
+            Some(Identity::Node { id, .. }) => format!("node {id}"),
+            Some(Identity::Client { name, role, .. }) => format!("client '{name}' ({role})"),
+            None => "an unauthenticated caller".into(),
+        }
+    }
+}

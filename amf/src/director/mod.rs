@@ -49,6 +49,9 @@ pub struct DirectorConfig {
     /// The agent's own executable, given to components as `NINES_BIN` (so a model can run the
     /// bundled examples: `"$NINES_BIN" example counter`).
     pub bin: Option<PathBuf>,
+    /// More environment for every component (e.g. `NINES_CA`, `NINES_CERT`, `NINES_KEY`: the
+    /// client certificate components use for checkpoints and events over mutual TLS).
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// The director's inputs.

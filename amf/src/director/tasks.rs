@@ -122,7 +122,8 @@ fn env_of<M: StateMachine, L: ComponentLink>(
     shared: &Shared<M, L>,
     plan: &ComponentPlan,
 ) -> BTreeMap<String, String> {
-    let mut env = plan.def.env.clone();
+    let mut env = shared.cfg.env.clone();
+    env.extend(plan.def.env.clone());
     env.extend(plan.attributes.clone());
     env.insert("NINES_COMPONENT".into(), plan.name.clone());
     env.insert(

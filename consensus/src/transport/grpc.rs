@@ -17,6 +17,8 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
 
+use super::tls::PeerTls;
+
 use super::{
     link::{encode_frame, Link},
     BoxFuture, ForwardKind, Transport,
@@ -50,15 +52,27 @@ pub struct GrpcTransport {
     id: NodeId,
     cluster: String,
     state: Mutex<State>,
+    tls: Option<Arc<PeerTls>>,
 }
 
 impl GrpcTransport {
-    /// The transport of node `id` in `cluster`.
+    /// The transport of node `id` in `cluster`, in plaintext.
     pub fn new(id: NodeId, cluster: impl Into<String>) -> Arc<Self> {
+        Self::with_tls(id, cluster, None)
+    }
+
+    /// The transport of node `id` in `cluster`; with `tls`, every connection to a peer (gRPC
+    /// and raft link) is mutual TLS with this node's certificate.
+    pub fn with_tls(
+        id: NodeId,
+        cluster: impl Into<String>,
+        tls: Option<Arc<PeerTls>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             id,
             cluster: cluster.into(),
             state: Mutex::default(),
+            tls,
         })
     }
 
@@ -75,10 +89,14 @@ impl GrpcTransport {
     }
 }
 
-/// A lazily connecting channel to `addr` (host:port).
-pub(crate) fn channel_to(addr: &str) -> Result<Channel, String> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("bad peer address '{addr}': {e}"))?
+/// A lazily connecting channel to `addr` (host:port), over mutual TLS with `tls`.
+pub(crate) fn channel_to(addr: &str, tls: Option<&PeerTls>) -> Result<Channel, String> {
+    let ep = match tls {
+        Some(tls) => tls.endpoint(addr)?,
+        None => Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad peer address '{addr}': {e}"))?,
+    };
+    let ep = ep
         .connect_timeout(Duration::from_millis(limits::PEER_RPC_TIMEOUT_MS))
         .tcp_nodelay(true);
     Ok(ep.connect_lazy())
@@ -107,7 +125,7 @@ impl Transport for GrpcTransport {
             if id == self.id || st.peers.contains_key(&id) {
                 continue;
             }
-            let channel = match channel_to(&info.addr) {
+            let channel = match channel_to(&info.addr, self.tls.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(peer = id, "{e}");
@@ -122,6 +140,7 @@ impl Transport for GrpcTransport {
                 header: header.clone(),
                 mailbox: mailbox.clone(),
                 link: None,
+                tls: self.tls.clone(),
             };
             let task = tokio::spawn(sender.run(rx));
             st.peers.insert(
@@ -220,6 +239,8 @@ enum Sent {
 
 /// The task that owns one peer's queue.
 struct PeerSender {
+    /// Mutual TLS for its raft link, if the cluster uses it.
+    tls: Option<Arc<PeerTls>>,
     to: NodeId,
     addr: String,
     client: RaftPeerClient<Channel>,
@@ -358,8 +379,11 @@ impl PeerSender {
         };
         let link = match &mut self.link {
             Some(link) => link,
-            None => match tokio::time::timeout(timeout, Link::connect(&self.addr, &self.hello()?))
-                .await
+            None => match tokio::time::timeout(
+                timeout,
+                Link::connect(&self.addr, &self.hello()?, self.tls.as_deref()),
+            )
+            .await
             {
                 Ok(Ok(link)) => self.link.insert(link),
                 Ok(Err(e)) => {

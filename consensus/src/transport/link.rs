@@ -37,16 +37,16 @@ use nines_proto::raft::v1::MessageBatch;
 use prost::Message as _;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-        TcpListener, TcpStream,
-    },
+    io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf},
+    net::{TcpListener, TcpStream},
     sync::{mpsc, Notify},
     task::AbortHandle,
 };
 
+use super::tls::{PeerConn, PeerTls};
 use super::PeerService;
 use crate::StateMachine;
+use nines_tls::{ConnInfo, Identity};
 
 /// What a raft link's connection starts with. Its first byte tells it from HTTP/2's preface.
 const MAGIC: &[u8; 8] = b"NINESRL1";
@@ -85,9 +85,14 @@ const REASON_BYTES_MAX: usize = 1024;
 /// How long a failed write waits for the peer's reason before it reports the write error.
 const REASON_WAIT_MS: u64 = 100;
 
+/// A link's byte stream: plain TCP, or TLS over it.
+trait LinkStream: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> LinkStream for T {}
+type LinkIo = Box<dyn LinkStream>;
+
 /// The sending side of one open link, owned by the peer's sender task.
 pub(crate) struct Link {
-    writer: OwnedWriteHalf,
+    writer: WriteHalf<LinkIo>,
     /// Why the link is unusable (the peer's refusal, its close, or a read error), once it is.
     closed: Arc<Closed>,
     reader: AbortHandle,
@@ -154,11 +159,21 @@ impl Drop for Link {
 impl Link {
     /// Connect to the peer port at `addr` and announce a link: the magic, then `hello` (the
     /// frame of a batch with the header, `to` and no messages, from [`encode_frame`]).
-    pub(crate) async fn connect(addr: &str, hello: &[u8]) -> io::Result<Self> {
+    /// With `tls`, the link runs over mutual TLS (ALPN `nines-rl1`) and the peer takes its
+    /// sender from this node's certificate.
+    pub(crate) async fn connect(
+        addr: &str,
+        hello: &[u8],
+        tls: Option<&PeerTls>,
+    ) -> io::Result<Self> {
         let conn = TcpStream::connect(addr).await?;
         conn.set_nodelay(true)?;
         watch_for_death(&conn)?;
-        let (reader, mut writer) = conn.into_split();
+        let io: LinkIo = match tls {
+            Some(tls) => Box::new(tls.connect_link(addr, conn).await?),
+            None => Box::new(conn),
+        };
+        let (reader, mut writer) = tokio::io::split(io);
         let mut start = Vec::with_capacity(MAGIC.len() + hello.len());
         start.extend_from_slice(MAGIC);
         start.extend_from_slice(hello);
@@ -242,7 +257,7 @@ pub(crate) fn encode_frame(batch: &MessageBatch, buf: &mut Vec<u8>) -> Result<()
 }
 
 /// The sending side's reader: the peer only ever writes a refusal.
-async fn read_refusal(mut reader: OwnedReadHalf, closed: Arc<Closed>) {
+async fn read_refusal(mut reader: ReadHalf<LinkIo>, closed: Arc<Closed>) {
     let reason = match read_frame(&mut reader, REASON_BYTES_MAX).await {
         Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         Ok(None) => "the peer closed the link".into(),
@@ -294,16 +309,25 @@ struct Port<M: StateMachine> {
 impl<M: StateMachine> Port<M> {
     /// Deliver `batch` if `link` is its sender's newest. `sender` is the node the link's first
     /// batch authenticated (set by that batch); every later batch must name the same one.
+    /// Over TLS, `certified` is the node the link's certificate names: every batch must name
+    /// it as its sender.
     fn deliver(
         &self,
         link: u64,
         sender: &mut Option<NodeId>,
+        certified: Option<NodeId>,
         batch: MessageBatch,
     ) -> Result<(), (LinkRefusal, String)> {
         let from = self
             .service
             .check(batch.header.as_ref())
             .map_err(|status| (LinkRefusal::HeaderRefused, status.message().to_owned()))?;
+        if let Some(c) = certified.filter(|&c| c != from) {
+            return Err((
+                LinkRefusal::SenderChanged,
+                format!("a batch claiming node {from} on a link whose certificate is node {c}'s"),
+            ));
+        }
         match *sender {
             Some(s) if s != from => {
                 return Err((
@@ -333,14 +357,15 @@ impl<M: StateMachine> Port<M> {
 async fn serve_link<M: StateMachine>(
     port: Arc<Port<M>>,
     link: u64,
-    conn: TcpStream,
+    conn: LinkIo,
+    peer: Option<std::net::SocketAddr>,
+    certified: Option<NodeId>,
     mut stop: ShutdownSignal,
 ) {
-    let peer = conn.peer_addr().ok();
-    let (reader, mut writer) = conn.into_split();
+    let (reader, mut writer) = tokio::io::split(conn);
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let refusal = tokio::select! {
-        r = receive(&port, link, &mut reader) => r,
+        r = receive(&port, link, certified, &mut reader) => r,
         _ = stop.wait() => return,
     };
     let Some((why, mut reason)) = refusal else {
@@ -385,7 +410,8 @@ fn truncate(s: &mut String, max: usize) {
 async fn receive<M: StateMachine>(
     port: &Port<M>,
     link: u64,
-    reader: &mut BufReader<OwnedReadHalf>,
+    certified: Option<NodeId>,
+    reader: &mut BufReader<ReadHalf<LinkIo>>,
 ) -> Option<(LinkRefusal, String)> {
     let hello_wait = Duration::from_millis(HELLO_READ_TIMEOUT_MS);
     let hello = async {
@@ -442,7 +468,7 @@ async fn receive<M: StateMachine>(
                 ))
             }
         };
-        if let Err(refused) = port.deliver(link, &mut sender, batch) {
+        if let Err(refused) = port.deliver(link, &mut sender, certified, batch) {
             return Some(refused);
         }
         next = read_frame_in_time(reader).await;
@@ -452,7 +478,7 @@ async fn receive<M: StateMachine>(
 /// The next frame of an authenticated link: waits as long as it takes for its first byte, then
 /// at most [`FRAME_READ_TIMEOUT_MS`] for the rest; `None` past that.
 async fn read_frame_in_time(
-    reader: &mut BufReader<OwnedReadHalf>,
+    reader: &mut BufReader<ReadHalf<LinkIo>>,
 ) -> Option<io::Result<Option<Vec<u8>>>> {
     match reader.fill_buf().await {
         Ok([]) => return Some(Ok(None)),
@@ -479,31 +505,54 @@ impl PeerPort {
         listener: TcpListener,
         service: PeerService<M>,
         stop: ShutdownSignal,
-    ) -> impl tokio_stream::Stream<Item = io::Result<TcpStream>> + Send + 'static {
-        let (tx, rx) = mpsc::channel::<io::Result<TcpStream>>(64);
+    ) -> impl tokio_stream::Stream<Item = io::Result<PeerConn>> + Send + 'static {
+        Self::incoming_tls(listener, service, stop, None)
+    }
+
+    /// [`incoming`](Self::incoming), over mutual TLS when `tls` is given: every connection
+    /// must finish a TLS handshake with a certificate of the cluster's CA (within
+    /// [`HANDSHAKE_TIMEOUT_MS`](super::tls::HANDSHAKE_TIMEOUT_MS)); ALPN tells a raft link, which
+    /// only a node certificate may open, from gRPC, whose requests carry the caller's
+    /// [`ConnInfo`](nines_tls::ConnInfo).
+    pub fn incoming_tls<M: StateMachine>(
+        listener: TcpListener,
+        service: PeerService<M>,
+        stop: ShutdownSignal,
+        tls: Option<Arc<PeerTls>>,
+    ) -> impl tokio_stream::Stream<Item = io::Result<PeerConn>> + Send + 'static {
+        let (tx, rx) = mpsc::channel::<io::Result<PeerConn>>(64);
         let port = Arc::new(Port {
             service,
             newest: Mutex::default(),
         });
-        tokio::spawn(accept_loop(listener, port, tx, stop));
+        tokio::spawn(accept_loop(listener, port, tx, stop, tls));
         tokio_stream::wrappers::ReceiverStream::new(rx)
     }
 }
 
+/// Connections in their handshake at once, at most: more wait in the kernel's accept queue, so
+/// a flood of silent connections cannot hold the agent's memory.
+const HANDSHAKES_MAX: usize = 256;
+
 async fn accept_loop<M: StateMachine>(
     listener: TcpListener,
     port: Arc<Port<M>>,
-    tx: mpsc::Sender<io::Result<TcpStream>>,
+    tx: mpsc::Sender<io::Result<PeerConn>>,
     stop: ShutdownSignal,
+    tls: Option<Arc<PeerTls>>,
 ) {
     let mut accepted_links = 0u64;
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
     loop {
+        let Ok(permit) = handshakes.clone().acquire_owned().await else {
+            return;
+        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = tx.closed() => return,
         };
-        let conn = match accepted {
-            Ok((c, _)) => c,
+        let (conn, remote) = match accepted {
+            Ok(c) => c,
             Err(e) => {
                 // tonic logs and goes on after an accept error; so do we, after a pause, so that
                 // running out of file descriptors does not spin.
@@ -523,16 +572,55 @@ async fn accept_loop<M: StateMachine>(
         let port = port.clone();
         let tx = tx.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if is_link(&conn).await {
-                if let Err(e) = watch_for_death(&conn) {
+            let mut info = ConnInfo {
+                remote: Some(remote),
+                identity: None,
+            };
+            let Some(tls) = tls else {
+                drop(permit);
+                if is_link(&conn).await {
+                    if let Err(e) = watch_for_death(&conn) {
+                        tracing::debug!("dropped a raft link: {e}");
+                        return;
+                    }
+                    serve_link(port, link, Box::new(conn), Some(remote), None, stop).await;
+                } else {
+                    let _ = tx.send(Ok(PeerConn::Plain(conn, info))).await;
+                }
+                return;
+            };
+            let link_conn = watch_for_death(&conn);
+            let accepted = tls.accept(conn).await;
+            drop(permit);
+            let (stream, identity, is_link) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    crate::metrics::RAFT.tls_refusals.inc();
+                    tracing::warn!(%remote, "refused a connection: {e}");
+                    return;
+                }
+            };
+            if is_link {
+                let Identity::Node { id, .. } = identity else {
+                    crate::metrics::RAFT.tls_refusals.inc();
+                    tracing::warn!(
+                        %remote,
+                        "refused a raft link from a client certificate ({})",
+                        identity.uri()
+                    );
+                    return;
+                };
+                if let Err(e) = link_conn {
                     tracing::debug!("dropped a raft link: {e}");
                     return;
                 }
-                serve_link(port, link, conn, stop).await;
-            } else {
-                let _ = tx.send(Ok(conn)).await;
+                serve_link(port, link, Box::new(stream), Some(remote), Some(id), stop).await;
+                return;
             }
+            info.identity = Some(identity);
+            let _ = tx.send(Ok(PeerConn::Tls(Box::new(stream), info))).await;
         });
     }
 }

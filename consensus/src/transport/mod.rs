@@ -7,12 +7,14 @@ mod grpc;
 mod inproc;
 mod link;
 mod service;
+mod tls;
 
 pub use grpc::GrpcTransport;
 pub use inproc::{InProcessNetwork, InProcessTransport};
 pub(crate) use link::LinkRefusal;
 pub use link::PeerPort;
 pub use service::PeerService;
+pub use tls::{host_of, PeerConn, PeerTls, ALPN_H2, ALPN_LINK, HANDSHAKE_TIMEOUT_MS};
 
 use std::{future::Future, pin::Pin, time::Duration};
 

@@ -12,7 +12,7 @@ use nines_proto::raft::v1::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{ForwardHandler, ForwardKind};
+use super::{tls, ForwardHandler, ForwardKind};
 use crate::{inbound, wire, Proposer, StateMachine};
 
 /// Longest time a forwarded request may ask the leader to work on it.
@@ -49,9 +49,34 @@ impl<M: StateMachine> PeerService<M> {
     /// A batch whose header does not authenticate, or addressed to another node, is refused
     /// whole. Within an authenticated batch, a message that does not decode or breaks a rule
     /// of `inbound` is dropped (counted and logged) and the others are delivered.
-    pub(super) fn deliver(&self, batch: MessageBatch) -> Result<(), Status> {
+    ///
+    /// Over mutual TLS, `certified` is the node whose certificate the batch came with: its
+    /// header must name that node.
+    fn deliver_certified(
+        &self,
+        batch: MessageBatch,
+        certified: Option<NodeId>,
+    ) -> Result<(), Status> {
         let sender = self.check(batch.header.as_ref())?;
+        Self::same_sender(sender, certified)?;
         self.deliver_from(sender, batch)
+    }
+
+    /// A message's claimed sender must be the node whose certificate it came with.
+    fn same_sender(claimed: NodeId, certified: Option<NodeId>) -> Result<(), Status> {
+        match certified {
+            Some(c) if c != claimed => {
+                tracing::warn!(
+                    claimed,
+                    certified = c,
+                    "refused peer traffic claiming node {claimed} sent with node {c}'s certificate"
+                );
+                Err(Status::permission_denied(format!(
+                    "the message claims node {claimed} but came with node {c}'s certificate"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Deliver a batch sent by `sender`, the node the transport authenticated (the batch
@@ -120,7 +145,8 @@ impl<M: StateMachine> PeerService<M> {
 #[tonic::async_trait]
 impl<M: StateMachine> RaftPeer for PeerService<M> {
     async fn send(&self, req: Request<MessageBatch>) -> Result<Response<SendAck>, Status> {
-        self.deliver(req.into_inner())?;
+        let certified = tls::node_of(&req);
+        self.deliver_certified(req.into_inner(), certified)?;
         Ok(Response::new(SendAck {}))
     }
 
@@ -128,9 +154,10 @@ impl<M: StateMachine> RaftPeer for PeerService<M> {
         &self,
         req: Request<Streaming<MessageBatch>>,
     ) -> Result<Response<SendAck>, Status> {
+        let certified = tls::node_of(&req);
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
-            self.deliver(batch)?;
+            self.deliver_certified(batch, certified)?;
         }
         Ok(Response::new(SendAck {}))
     }
@@ -139,8 +166,10 @@ impl<M: StateMachine> RaftPeer for PeerService<M> {
         &self,
         req: Request<ForwardRequest>,
     ) -> Result<Response<ForwardResponse>, Status> {
+        let certified = tls::node_of(&req);
         let req = req.into_inner();
-        self.check(req.header.as_ref())?;
+        let sender = self.check(req.header.as_ref())?;
+        Self::same_sender(sender, certified)?;
         let kind = match req.kind() {
             nines_proto::raft::v1::ForwardKind::Propose => ForwardKind::Propose,
             nines_proto::raft::v1::ForwardKind::ConfChange => ForwardKind::ChangeMembership,
