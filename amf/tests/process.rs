@@ -401,3 +401,31 @@ async fn shutdown_all_leaves_nothing_running() {
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
     }
 }
+
+/// A component's command runs under `/bin/sh -c`, which need not exec it: the supervisor reaps
+/// the shell, while the component is its child. A stopped child dies of the group's SIGKILL
+/// only once the kernel runs it; cleanup returns only after it is gone, so whoever is told the
+/// component is dead (the AMF, then a standby made active) can rely on it.
+#[tokio::test]
+async fn cleanup_returns_only_once_the_shells_child_is_gone_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let child_file = dir.path().join("child");
+    let (sup, _exits) = Supervisor::new(8);
+
+    phase("spawn a shell whose child is the real work, and stop the child");
+    let mut spec = ProcessSpec::new("nested", r#"sleep 30 & echo $! > "$CHILD"; wait"#);
+    spec.env
+        .insert("CHILD".into(), child_file.display().to_string());
+    let pid = sup.spawn(spec).unwrap();
+    let child: u32 = read_line_file(&child_file).await.parse().unwrap();
+    assert_eq!(proc_pgrp(child), Some(pid));
+    kill(Pid::from_raw(child as i32), Signal::SIGSTOP).unwrap();
+
+    phase("cleanup: when it returns, no process of the group is alive");
+    sup.cleanup("nested", None, &no_env(), WAIT).await.unwrap();
+    assert!(
+        matches!(proc_state(child), None | Some('Z') | Some('X')),
+        "the shell's child still runs after cleanup: {:?}",
+        proc_state(child)
+    );
+}

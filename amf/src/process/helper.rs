@@ -78,6 +78,46 @@ pub(crate) fn signal_group(component: &str, pgid: u32, signal: Signal) {
     }
 }
 
+/// Whether any process of group `pgid` is still alive (not a zombie), read from /proc. A
+/// component's command runs under `/bin/sh -c`, which does not always exec it: the shell is the
+/// process the supervisor reaps, while the component itself is its child in the same group.
+pub(crate) fn group_alive(pgid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .any(|stat| {
+            // "pid (comm) S ppid pgrp ...": the fields after the command's closing parenthesis.
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
+            pgrp == Some(pgid) && !matches!(state, Some("Z" | "X"))
+        })
+}
+
+/// Wait (polling every millisecond, until `deadline`) until no process of group `pgid` is alive;
+/// whether none is.
+pub(crate) async fn group_gone_by(pgid: u32, deadline: tokio::time::Instant) -> bool {
+    loop {
+        if !group_alive(pgid) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Runs a terminate or cleanup command (`what` names it in messages) to completion, bounded by
 /// `timeout`; an overrunning command's whole process group is killed.
 ///

@@ -18,7 +18,8 @@ impl Supervisor {
     /// Graceful stop. Runs `terminate_cmd` (as `/bin/sh -c`, with `env` plus `NINES_PID=<pid>`,
     /// bounded by `timeout`) if given, else sends SIGTERM (then SIGCONT, so a stopped process
     /// acts on it) to the process group; then waits until
-    /// the process is reaped, at most `timeout` from the call. The exit is marked expected.
+    /// the process is reaped and no member of its group is left alive, at most `timeout` from
+    /// the call. The exit is marked expected.
     ///
     /// A terminate command that fails is logged, not returned: whether the process is gone is
     /// what counts.
@@ -53,7 +54,9 @@ impl Supervisor {
             }
             None => sigterm_group(component, live.pid),
         }
-        if live.reaped_by(deadline).await {
+        // Reaped, and the rest of its group gone too (the shell's child, the component itself,
+        // may outlive the shell by its own shutdown).
+        if live.reaped_by(deadline).await && helper::group_gone_by(live.pid, deadline).await {
             tracing::info!(component, pid = live.pid, "terminated");
             Ok(TerminateOutcome::Terminated)
         } else {
@@ -68,7 +71,8 @@ impl Supervisor {
     }
 
     /// Forceful stop. SIGKILLs the whole process group (and leftovers of an already reaped
-    /// process of this component), waits until the process is reaped (at most `timeout`), then
+    /// process of this component), waits until the process is reaped and no member of its group
+    /// is left alive (at most `timeout`), then
     /// runs `cleanup_cmd` if given (with `env` plus `NINES_PID` of the last known process; at
     /// most `timeout` again, killed if it overruns). So the call takes at most twice `timeout`
     /// (plus a bounded reap of an overrunning command).
@@ -90,12 +94,26 @@ impl Supervisor {
         if let Some(live) = &live {
             live.expect_exit();
             helper::signal_group(component, live.pid, Signal::SIGKILL);
-            if !live.reaped_by(Instant::now() + timeout).await {
+            let deadline = Instant::now() + timeout;
+            if !live.reaped_by(deadline).await {
                 return Err(ProcessError::CleanupFailed {
                     component: component.to_owned(),
                     reason: format!(
                         "process {} was not reaped within {timeout:?} of SIGKILL to its process \
                          group (stuck in uninterruptible sleep?)",
+                        live.pid
+                    ),
+                });
+            }
+            // The reaped process may be the shell the command runs under; its children (the
+            // component itself) die of the same SIGKILL, but only once the kernel runs them.
+            // Whoever is told the component is dead must be able to rely on it.
+            if !helper::group_gone_by(live.pid, deadline).await {
+                return Err(ProcessError::CleanupFailed {
+                    component: component.to_owned(),
+                    reason: format!(
+                        "members of process group {} still ran {timeout:?} after SIGKILL (stuck \
+                         in uninterruptible sleep?)",
                         live.pid
                     ),
                 });
