@@ -120,7 +120,7 @@ pub async fn run(
     let eps = client::leader_first(eps).await;
     let config = ClientConfig {
         timeout: Duration::from_millis(OP_TIMEOUT_MS),
-        ..ClientConfig::default()
+        ..client::sdk_config()
     };
     let sdk = CheckpointClient::connect_with(&eps, config).await?;
     let name = format!("bench-ckpt-{}-{}", std::process::id(), now_ms());
