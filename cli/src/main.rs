@@ -398,9 +398,11 @@ enum BenchCmd {
         value_bytes: usize,
     },
     /// Checkpoint write and read throughput and latency (N clients, leader first), against
-    /// --endpoints, or a throw-away local 3-node cluster when no endpoints are given.
+    /// --endpoints, or a throw-away local 3-node cluster when no endpoints are given (with
+    /// mutual TLS under --tls; --compare-tls measures plaintext and mutual TLS and prints the
+    /// cost).
     ///
-    /// Example: nines bench ckpt --clients 64 --value-size 256 --duration 10s
+    /// Example: nines bench ckpt --clients 64 --value-size 256 --duration 10s --compare-tls
     Ckpt(bench_ckpt::CkptBenchArgs),
     /// Pause (SIGSTOP) a follower of a throw-away local cluster N times; measure until every
     /// other member reports it down.
