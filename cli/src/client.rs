@@ -170,7 +170,9 @@ fn call_error_with(addr: &str, s: &tonic::Status, tls: bool) -> anyhow::Error {
     }
     match s.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown => anyhow!("{addr}: {chain}"),
-        _ => anyhow!("{}", ais_from_status(s)),
+        // tonic's own refusals (e.g. a service this server does not have) carry no message.
+        code if s.message().is_empty() => anyhow!("{addr}: {}", code.description()),
+        _ => anyhow!("{addr}: {}", ais_from_status(s)),
     }
 }
 
@@ -435,6 +437,37 @@ mod tests {
             leader_id,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn tls_flags_are_all_or_nothing() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let all = tls_from_flags(p("ca.pem"), p("c.pem"), p("c.key")).expect("all three");
+        assert_eq!(all.map(|t| t.key), p("c.key"));
+        assert_eq!(tls_from_flags(None, None, None).expect("none"), None);
+        let e = tls_from_flags(None, p("c.pem"), None).expect_err("partial");
+        let m = e.to_string();
+        assert!(
+            m.contains("--ca (NINES_CA) and --key (NINES_KEY) missing"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn channels_dial_https_with_tls_files_and_http_without() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let v = nines_tls::Validity::days_from(std::time::SystemTime::now(), 1);
+        nines_tls::init_ca(tmp.path(), "t", v, false)?;
+        nines_tls::issue_client(tmp.path(), "op", nines_tls::Role::Drill, v, false)?;
+        let files = TlsFiles::client(tmp.path(), "op");
+        let ep = endpoint_with("127.0.0.1:7101", Some(&files))?;
+        assert_eq!(ep.uri().scheme_str(), Some("https"));
+        let ep = endpoint_with("127.0.0.1:7101", None)?;
+        assert_eq!(ep.uri().scheme_str(), Some("http"));
+        let missing = TlsFiles::client(tmp.path(), "nobody");
+        let e = endpoint_with("127.0.0.1:7101", Some(&missing)).expect_err("no such files");
+        assert!(format!("{e:#}").contains("client-nobody.pem"), "{e:#}");
+        Ok(())
     }
 
     #[test]

@@ -473,3 +473,52 @@ impl Drop for LocalCluster {
         self.stop_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nines_tls::Identity;
+
+    #[test]
+    fn a_tls_node_gets_a_certificate_for_its_addresses_and_a_tls_section() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let certs = tmp.path().join("certs");
+        init_certs(&certs)?;
+        let section = node_tls(&certs, 2, "10.0.0.7:7100")?;
+        let doc: toml::Table = toml::from_str(&section)?;
+        let tls = doc
+            .get("tls")
+            .and_then(toml::Value::as_table)
+            .context("no [tls] table")?;
+        let path = |k: &str| tls.get(k).and_then(toml::Value::as_str).map(PathBuf::from);
+        let node = TlsFiles::node(&certs, 2);
+        let comp = TlsFiles::client(&certs, COMPONENTS_CLIENT);
+        assert_eq!(path("ca"), Some(node.ca.clone()));
+        assert_eq!(path("cert"), Some(node.cert.clone()));
+        assert_eq!(path("key"), Some(node.key.clone()));
+        assert_eq!(path("component_cert"), Some(comp.cert.clone()));
+        assert_eq!(path("component_key"), Some(comp.key.clone()));
+
+        let loaded = node.load()?;
+        let summary = nines_tls::describe(&loaded.chain[0])?;
+        assert_eq!(summary.addrs, ["127.0.0.1", "10.0.0.7"]);
+        assert!(
+            matches!(loaded.identity, Identity::Node { id: 2, ref cluster, .. } if cluster == "local")
+        );
+        let role = |files: &TlsFiles| match files.load().map(|t| t.identity) {
+            Ok(Identity::Client { role, .. }) => Some(role),
+            _ => None,
+        };
+        assert_eq!(
+            role(&TlsFiles::client(&certs, OPERATOR_CLIENT)),
+            Some(Role::Drill)
+        );
+        assert_eq!(role(&comp), Some(Role::App));
+
+        // A loopback node is not given 127.0.0.1 twice.
+        node_tls(&certs, 3, "127.0.0.1:7103")?;
+        let n3 = TlsFiles::node(&certs, 3).load()?;
+        assert_eq!(nines_tls::describe(&n3.chain[0])?.addrs, ["127.0.0.1"]);
+        Ok(())
+    }
+}
