@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use nines_core::limits;
-use nines_proto::ais_from_status;
 use std::collections::BTreeMap;
 
 use nines_proto::amf::v1::{
@@ -20,7 +19,7 @@ use nines_proto::amf::v1::{
     BeliefsRequest, ComponentBelief, ComponentStatus, WatchdogsRequest,
 };
 use serde_json::{json, Value};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::output::{table, Format};
 
@@ -28,8 +27,7 @@ use crate::output::{table, Format};
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub(crate) fn connect(addr: &str) -> anyhow::Result<AmfClient<Channel>> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("'{addr}' is not a host:port endpoint"))?
+    let ep = crate::client::endpoint(addr)?
         .connect_timeout(Duration::from_millis(1_500))
         .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true);
@@ -48,13 +46,8 @@ where
     for ep in endpoints {
         match call(connect(ep)?).await {
             Ok(r) => return Ok(r.into_inner()),
-            Err(s)
-                if s.code() == tonic::Code::Unavailable
-                    && s.metadata().get(nines_proto::AIS_CODE_HEADER).is_none() =>
-            {
-                last = anyhow!("{ep}: {}", s.message());
-            }
-            Err(s) => return Err(anyhow!("{}", ais_from_status(&s))),
+            Err(s) if crate::client::unreached(ep, &s) => last = crate::client::call_error(ep, &s),
+            Err(s) => return Err(crate::client::call_error(ep, &s)),
         }
     }
     Err(last.context("no agent answered; is the cluster running?"))

@@ -251,7 +251,7 @@ pub struct DetectTrial {
 /// The state `addr` reports for `node` ("up", "suspect", "down", "left"), if it answers.
 async fn member_state(addr: &str, node: u64) -> Option<String> {
     use nines_proto::membership::v1::{membership_client::MembershipClient, MembersRequest};
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
+    let ep = crate::client::endpoint(addr).ok()?;
     let mut c = MembershipClient::new(ep.connect_lazy());
     let v = c.members(MembersRequest {}).await.ok()?.into_inner();
     let m = v.members.into_iter().find(|m| m.id == node)?;

@@ -4,6 +4,11 @@
 //! owns a few sections of one throw-away checkpoint: first every client overwrites its sections
 //! in a loop (acknowledged after quorum commit + fsync), then reads them back (linearizable),
 //! each phase for half the duration. The checkpoint is unlinked at the end, whatever happened.
+//!
+//! `--tls` runs the throw-away cluster with mutual TLS; `--compare-tls` measures a plaintext
+//! cluster, then a mutual-TLS one, with the same arguments in one invocation and prints both and
+//! what TLS costs (relative throughput and p50). Each run has a fresh cluster; the plaintext one
+//! goes first, so run it a few times before reading much into a difference of a few percent.
 
 use std::{
     path::Path,
@@ -53,6 +58,13 @@ pub struct CkptBenchArgs {
     /// Start a throw-away local 3-node cluster for the run instead of using --endpoints.
     #[arg(long)]
     pub local: bool,
+    /// Run the throw-away local cluster with mutual TLS (implies --local).
+    #[arg(long)]
+    pub tls: bool,
+    /// Measure twice on fresh throw-away local clusters, plaintext then mutual TLS, and print
+    /// both and the relative cost of TLS (implies --local).
+    #[arg(long, conflicts_with = "tls")]
+    pub compare_tls: bool,
 }
 
 /// One phase's results.
@@ -107,20 +119,50 @@ pub async fn run(
         bail!("--duration must be at least 200ms");
     }
     let value_size = usize::try_from(args.value_size).context("--value-size is too large")?;
-    let (cluster, eps) = match endpoints {
-        Some(eps) if !args.local => (None, eps.to_vec()),
-        _ => {
-            eprintln!("starting a throw-away local 3-node cluster ...");
-            let c = LocalCluster::start(bin, 3, LocalOptions::default())?;
-            c.wait_leader(Duration::from_secs(30)).await?;
-            let eps = c.endpoints();
-            (Some(c), eps)
-        }
+    if args.compare_tls {
+        let plaintext = local_run(&args, bin, false, value_size).await?;
+        let mtls = local_run(&args, bin, true, value_size).await?;
+        return print_comparison(&args, &plaintext, &mtls, format);
+    }
+    let results = match endpoints {
+        Some(eps) if !args.local && !args.tls => measure(&args, eps.to_vec(), value_size).await?,
+        _ => local_run(&args, bin, args.tls, value_size).await?,
     };
+    print_results(&args, &results, format)
+}
+
+/// Start a throw-away local 3-node cluster (with mutual TLS when `tls`: this process's client
+/// TLS becomes its operator's), measure, stop it.
+async fn local_run(
+    args: &CkptBenchArgs,
+    bin: &Path,
+    tls: bool,
+    value_size: usize,
+) -> anyhow::Result<Vec<PhaseResult>> {
+    let how = if tls { " with mutual TLS" } else { "" };
+    eprintln!("starting a throw-away local 3-node cluster{how} ...");
+    let opts = LocalOptions {
+        tls,
+        ..LocalOptions::default()
+    };
+    let c = LocalCluster::start(bin, 3, opts)?;
+    client::set_tls(c.client_tls());
+    c.wait_leader(Duration::from_secs(30)).await?;
+    let results = measure(args, c.endpoints(), value_size).await;
+    drop(c);
+    results
+}
+
+/// Create the bench checkpoint through `eps`, run the phases, unlink it.
+async fn measure(
+    args: &CkptBenchArgs,
+    eps: Vec<String>,
+    value_size: usize,
+) -> anyhow::Result<Vec<PhaseResult>> {
     let eps = client::leader_first(eps).await;
     let config = ClientConfig {
         timeout: Duration::from_millis(OP_TIMEOUT_MS),
-        ..ClientConfig::default()
+        ..client::sdk_config()
     };
     let sdk = CheckpointClient::connect_with(&eps, config).await?;
     let name = format!("bench-ckpt-{}-{}", std::process::id(), now_ms());
@@ -144,18 +186,21 @@ pub async fn run(
             )
         })?;
     let cp = Arc::new(cp);
+    let how = if client::tls().is_some() {
+        "mutual TLS"
+    } else {
+        "plaintext"
+    };
     eprintln!(
         "bench ckpt: {} clients × {SECTIONS_PER_CLIENT} sections of {} bytes, checkpoint '{name}', \
-         via {} (leader first)",
+         via {} (leader first, {how})",
         args.clients,
         args.value_size,
         eps.join(",")
     );
-    let outcome = phases(&cp, &args, value_size).await;
+    let outcome = phases(&cp, args, value_size).await;
     cleanup(&sdk, cp, &name).await;
-    drop(cluster);
-    let results = outcome?;
-    print_results(&args, &results, format)
+    outcome
 }
 
 /// Prefill, then the write phase, then the read phase.
@@ -355,6 +400,89 @@ fn print_results(
     Ok(())
 }
 
+/// What mutual TLS changes in one phase, relative to plaintext.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TlsCost {
+    /// `write` or `read`.
+    pub phase: &'static str,
+    /// Change of operations per second with TLS, in percent (negative: TLS is slower).
+    pub ops_per_sec_change_pct: f64,
+    /// Change of the median latency with TLS, in milliseconds.
+    pub p50_change_ms: f64,
+    /// Change of the median latency with TLS, in percent.
+    pub p50_change_pct: f64,
+}
+
+/// Each phase's [`TlsCost`], pairing the phases by name.
+pub fn tls_cost(plaintext: &[PhaseResult], mtls: &[PhaseResult]) -> Vec<TlsCost> {
+    let pct = |new: f64, old: f64| match old > 0.0 {
+        true => round_to((new - old) / old * 100.0, 1),
+        false => 0.0,
+    };
+    plaintext
+        .iter()
+        .filter_map(|p| {
+            let t = mtls.iter().find(|t| t.phase == p.phase)?;
+            Some(TlsCost {
+                phase: p.phase,
+                ops_per_sec_change_pct: pct(t.ops_per_sec, p.ops_per_sec),
+                p50_change_ms: round_to(t.p50_ms - p.p50_ms, 3),
+                p50_change_pct: pct(t.p50_ms, p.p50_ms),
+            })
+        })
+        .collect()
+}
+
+fn print_comparison(
+    args: &CkptBenchArgs,
+    plaintext: &[PhaseResult],
+    mtls: &[PhaseResult],
+    format: Format,
+) -> anyhow::Result<()> {
+    let cost = tls_cost(plaintext, mtls);
+    if format == Format::Json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "ckpt",
+                "clients": args.clients,
+                "value_size": args.value_size,
+                "plaintext": { "phases": plaintext },
+                "mtls": { "phases": mtls },
+                "tls_cost": cost,
+            })
+        );
+        return Ok(());
+    }
+    let ms = |v: f64| format!("{v:.2} ms");
+    let rows: Vec<Vec<String>> = [("plaintext", plaintext), ("mTLS", mtls)]
+        .iter()
+        .flat_map(|(mode, results)| {
+            results.iter().map(move |r| {
+                vec![
+                    mode.to_string(),
+                    r.phase.to_string(),
+                    r.ops.to_string(),
+                    format!("{:.0}", r.ops_per_sec),
+                    ms(r.p50_ms),
+                    ms(r.p99_ms),
+                ]
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["MODE", "PHASE", "OPS", "OPS/S", "P50", "P99"], &rows)
+    );
+    for c in &cost {
+        println!(
+            "mutual TLS, {}: throughput {:+.1}%, p50 {:+.3} ms ({:+.1}%)",
+            c.phase, c.ops_per_sec_change_pct, c.p50_change_ms, c.p50_change_pct
+        );
+    }
+    Ok(())
+}
+
 /// `v` rounded to `decimals` places (JSON output need not carry float noise).
 fn round_to(v: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
@@ -397,6 +525,41 @@ mod tests {
         .args;
         assert_eq!((a.clients, a.value_size, a.local), (8, 4096, true));
         assert_eq!(a.duration, Duration::from_millis(500));
+        assert!(!a.tls && !a.compare_tls);
+        let a = Cli::try_parse_from(["t", "--compare-tls"])
+            .expect("parses")
+            .args;
+        assert!(a.compare_tls && !a.tls);
+        assert!(Cli::try_parse_from(["t", "--tls", "--compare-tls"]).is_err());
+    }
+
+    fn phase(name: &'static str, ops_per_sec: f64, p50_ms: f64) -> PhaseResult {
+        PhaseResult {
+            phase: name,
+            ops: 0,
+            ops_per_sec,
+            p50_ms,
+            p90_ms: 0.0,
+            p99_ms: 0.0,
+            max_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn tls_cost_is_relative_to_plaintext_phase_by_phase() {
+        let plain = [phase("write", 1000.0, 2.0), phase("read", 4000.0, 0.5)];
+        let mtls = [phase("read", 3000.0, 0.6), phase("write", 900.0, 2.5)];
+        let cost = tls_cost(&plain, &mtls);
+        assert_eq!(cost.len(), 2);
+        assert_eq!(cost[0].phase, "write");
+        assert_eq!(cost[0].ops_per_sec_change_pct, -10.0);
+        assert_eq!(cost[0].p50_change_ms, 0.5);
+        assert_eq!(cost[0].p50_change_pct, 25.0);
+        assert_eq!(cost[1].phase, "read");
+        assert_eq!(cost[1].ops_per_sec_change_pct, -25.0);
+        // Nothing measured in plaintext: no percentage to speak of.
+        let cost = tls_cost(&[phase("write", 0.0, 0.0)], &[phase("write", 5.0, 1.0)]);
+        assert_eq!(cost[0].ops_per_sec_change_pct, 0.0);
     }
 
     #[test]

@@ -67,7 +67,7 @@ fn now_us() -> u64 {
 /// Run the benchmark against `endpoints`.
 pub async fn run(endpoints: &[String], cfg: &EvtBenchConfig) -> anyhow::Result<EvtBenchResult> {
     let channel = format!("bench-{}", now_us());
-    let client = EventClient::connect(endpoints).await?;
+    let client = EventClient::connect_with(endpoints, crate::client::sdk_config()).await?;
     client
         .create(&channel)
         .await
@@ -78,7 +78,7 @@ pub async fn run(endpoints: &[String], cfg: &EvtBenchConfig) -> anyhow::Result<E
     let mut subs = Vec::new();
     for i in 0..cfg.subscribers {
         let ep = endpoints[i % endpoints.len()].clone();
-        let c = EventClient::connect(&[ep]).await?;
+        let c = EventClient::connect_with(&[ep], crate::client::sdk_config()).await?;
         let stream = c.subscribe(&Subscription::new(channel.clone())).await?;
         let lost = lost.clone();
         let measure_from = measure_from.clone();
@@ -152,7 +152,7 @@ async fn publish_all(
         (cfg.rate > 0).then(|| Duration::from_secs_f64(per_task as f64 / cfg.rate as f64));
     let mut k = 0u32;
     for _ in 0..cfg.publishers.max(1) {
-        let client = EventClient::connect(endpoints).await?;
+        let client = EventClient::connect_with(endpoints, crate::client::sdk_config()).await?;
         for _ in 0..cfg.inflight.max(1) {
             // Stagger the tasks over one interval so the rate is smooth, not bursts.
             let offset = interval

@@ -123,7 +123,7 @@ pub enum CkptCmd {
 /// # Errors
 /// One line saying what failed and why (the SDK's message, with the AIS code).
 pub async fn run(cmd: CkptCmd, endpoints: &[String], format: Format) -> anyhow::Result<()> {
-    let client = CheckpointClient::connect(endpoints).await?;
+    let client = CheckpointClient::connect_with(endpoints, crate::client::sdk_config()).await?;
     match cmd {
         CkptCmd::Create {
             name,

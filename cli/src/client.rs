@@ -1,6 +1,13 @@
 //! Talking to agents: per-node status, the cluster view from any endpoints, admin calls.
+//!
+//! Every channel the CLI opens is built by [`endpoint`] (or [`endpoint_with`]), and every SDK
+//! client it makes is configured by [`sdk_config`]: both carry the process-wide client TLS set
+//! once from `--ca`, `--cert`, `--key` ([`set_tls`]). With it the CLI dials `https://` and
+//! presents its certificate; without it, plaintext. A call that fails at the transport is
+//! explained by [`call_error`] (a refused certificate, an agent not speaking TLS, a missing
+//! certificate) rather than shown as a bare "transport error".
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, sync::RwLock, time::Duration};
 
 use anyhow::{anyhow, Context};
 use nines_core::limits;
@@ -8,6 +15,7 @@ use nines_proto::{
     ais_from_status,
     cluster::v1::{cluster_client::ClusterClient, NodeStatus, StatusRequest},
 };
+use nines_sdk::{explain_tls_failure, grpc_endpoint, ClientConfig, TlsFiles};
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
@@ -25,10 +33,156 @@ pub fn parse_endpoints(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// The client TLS files every connection of this process uses ([`set_tls`]); `None`: plaintext.
+static TLS: RwLock<Option<TlsFiles>> = RwLock::new(None);
+
+/// Set the client TLS of every connection this process opens from now on (`None`: plaintext).
+/// `main` sets it from `--ca`, `--cert`, `--key`; `nines demo`, `nines drill --local` and the
+/// local benchmarks set it to their throw-away cluster's operator files.
+pub fn set_tls(tls: Option<TlsFiles>) {
+    match TLS.write() {
+        Ok(mut t) => *t = tls,
+        // A panic while holding the lock cannot leave a half-written Option: take it over.
+        Err(poisoned) => *poisoned.into_inner() = tls,
+    }
+}
+
+/// The process-wide client TLS files ([`set_tls`]).
+pub fn tls() -> Option<TlsFiles> {
+    match TLS.read() {
+        Ok(t) => t.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+/// The client TLS named by `--ca`, `--cert`, `--key` (each also read from `NINES_CA`,
+/// `NINES_CERT`, `NINES_KEY`): all three → `Some`, none → `None`.
+///
+/// # Errors
+/// Only some are given: the message names the missing ones.
+pub fn tls_from_flags(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<Option<TlsFiles>> {
+    match (ca, cert, key) {
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsFiles { ca, cert, key })),
+        (None, None, None) => Ok(None),
+        (ca, cert, key) => {
+            let missing: Vec<&str> = [
+                (ca.is_none(), "--ca (NINES_CA)"),
+                (cert.is_none(), "--cert (NINES_CERT)"),
+                (key.is_none(), "--key (NINES_KEY)"),
+            ]
+            .into_iter()
+            .filter(|(m, _)| *m)
+            .map(|(_, name)| name)
+            .collect();
+            Err(anyhow!(
+                "client TLS needs all of --ca, --cert and --key: {} missing (give the cluster's \
+                 ca.pem and a client certificate and key from `nines cert client`, or none of \
+                 them for plaintext)",
+                missing.join(" and ")
+            ))
+        }
+    }
+}
+
+/// The tonic endpoint for the agent at `addr` (`host:port`) with the process-wide client TLS
+/// ([`tls`]): `https://` presenting the client's certificate when set, `http://` otherwise.
+/// Callers add their timeouts.
+///
+/// # Errors
+/// `addr` is not a `host:port`; a TLS file is missing or does not belong with the others.
+pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
+    endpoint_with(addr, tls().as_ref())
+}
+
+/// [`endpoint`] with explicit TLS files (a local cluster's own, whatever the process uses).
+///
+/// # Errors
+/// As [`endpoint`].
+pub fn endpoint_with(addr: &str, tls: Option<&TlsFiles>) -> anyhow::Result<Endpoint> {
+    grpc_endpoint(addr, tls)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("cannot dial '{addr}'"))
+}
+
+/// The SDK's default tunables with the process-wide client TLS ([`tls`]): what every SDK client
+/// the CLI makes is configured with (the CLI's flags already read `NINES_CA`... through clap).
+pub fn sdk_config() -> ClientConfig {
+    ClientConfig {
+        tls: tls(),
+        ..ClientConfig::plaintext()
+    }
+}
+
+/// A status's message with its sources (where rustls and the OS say what happened).
+fn status_chain(s: &tonic::Status) -> String {
+    let mut out = s.message().to_string();
+    let mut source = std::error::Error::source(s);
+    let mut depth = 0;
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+        depth += 1;
+        if depth == 8 {
+            break;
+        }
+    }
+    out
+}
+
+/// Whether a failed call to an agent reached no service, so another endpoint may be asked: the
+/// connection was refused or lost before the request (`Unavailable` with no AIS code), or, with
+/// client TLS, the TLS handshake failed (no request is read before it succeeds).
+pub fn unreached(addr: &str, s: &tonic::Status) -> bool {
+    unreached_with(addr, s, tls().is_some())
+}
+
+fn unreached_with(addr: &str, s: &tonic::Status, tls: bool) -> bool {
+    if s.metadata().get(nines_proto::AIS_CODE_HEADER).is_some() {
+        return false;
+    }
+    s.code() == tonic::Code::Unavailable
+        || (tls && explain_tls_failure(addr, &status_chain(s), true).is_some())
+}
+
+/// The error of a failed call to the agent at `addr`, for people: the service's own AIS error
+/// when it answered; otherwise the transport's failure with its cause, explained when TLS is
+/// involved ("the agent at X refused this client's certificate: …", "… this client needs a
+/// certificate: pass --ca/--cert/--key …").
+pub fn call_error(addr: &str, s: &tonic::Status) -> anyhow::Error {
+    call_error_with(addr, s, tls().is_some())
+}
+
+fn call_error_with(addr: &str, s: &tonic::Status, tls: bool) -> anyhow::Error {
+    if s.metadata().get(nines_proto::AIS_CODE_HEADER).is_some() {
+        return anyhow!("{}", ais_from_status(s));
+    }
+    let chain = status_chain(s);
+    if let Some(explained) = explain_tls_failure(addr, &chain, tls) {
+        return anyhow!("{explained}");
+    }
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown => anyhow!("{addr}: {chain}"),
+        // tonic's own refusals (e.g. a service this server does not have) carry no message.
+        code if s.message().is_empty() => anyhow!("{addr}: {}", code.description()),
+        _ => anyhow!("{addr}: {}", ais_from_status(s)),
+    }
+}
+
 /// A client for one agent (connects lazily; each call has its own deadline).
 pub fn connect(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("'{addr}' is not a host:port endpoint"))?
+    connect_with(addr, tls().as_ref())
+}
+
+fn connect_with(addr: &str, tls: Option<&TlsFiles>) -> anyhow::Result<ClusterClient<Channel>> {
+    let ep = endpoint_with(addr, tls)?
         .connect_timeout(Duration::from_millis(STATUS_TIMEOUT_MS))
         .tcp_nodelay(true);
     Ok(ClusterClient::new(ep.connect_lazy())
@@ -37,13 +191,20 @@ pub fn connect(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
 
 /// One node's status, or why it could not be had.
 pub async fn node_status(addr: &str) -> anyhow::Result<NodeStatus> {
-    let mut c = connect(addr)?;
+    node_status_with(addr, tls().as_ref()).await
+}
+
+async fn node_status_with(addr: &str, tls: Option<&TlsFiles>) -> anyhow::Result<NodeStatus> {
+    let mut c = connect_with(addr, tls)?;
     let mut req = tonic::Request::new(StatusRequest {});
     req.set_timeout(Duration::from_millis(STATUS_TIMEOUT_MS));
     let fut = c.status(req);
     match tokio::time::timeout(Duration::from_millis(STATUS_TIMEOUT_MS), fut).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) => Err(anyhow!("{addr}: {}", ais_from_status(&s))),
+        Ok(Err(s)) if s.metadata().get(nines_proto::AIS_CODE_HEADER).is_some() => {
+            Err(anyhow!("{addr}: {}", ais_from_status(&s)))
+        }
+        Ok(Err(s)) => Err(call_error_with(addr, &s, tls.is_some())),
         Err(_) => Err(anyhow!("{addr}: no answer within {STATUS_TIMEOUT_MS} ms")),
     }
 }
@@ -82,11 +243,23 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
 }
 
-/// Ask every endpoint (and every member they name that was not asked) for its status.
+/// Ask every endpoint (and every member they name that was not asked) for its status, over the
+/// process-wide client TLS ([`tls`]).
 ///
 /// # Errors
 /// Only when no node answers at all; the message lists why each endpoint failed.
 pub async fn cluster_view(endpoints: &[String]) -> anyhow::Result<ClusterView> {
+    cluster_view_with(endpoints, tls().as_ref()).await
+}
+
+/// [`cluster_view`] with explicit TLS files (a local cluster's own).
+///
+/// # Errors
+/// As [`cluster_view`].
+pub async fn cluster_view_with(
+    endpoints: &[String],
+    tls: Option<&TlsFiles>,
+) -> anyhow::Result<ClusterView> {
     let mut answered: BTreeMap<String, NodeStatus> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut asked: Vec<String> = Vec::new();
@@ -98,7 +271,11 @@ pub async fn cluster_view(endpoints: &[String]) -> anyhow::Result<ClusterView> {
                 continue;
             }
             asked.push(addr.clone());
-            set.spawn(async move { (addr.clone(), node_status(&addr).await) });
+            let tls = tls.cloned();
+            set.spawn(async move {
+                let r = node_status_with(&addr, tls.as_ref()).await;
+                (addr, r)
+            });
         }
         while let Some(Ok((addr, r))) = set.join_next().await {
             match r {
@@ -112,6 +289,13 @@ pub async fn cluster_view(endpoints: &[String]) -> anyhow::Result<ClusterView> {
             to_ask.extend(s.members.iter().map(|m| m.addr.clone()));
         }
     }
+    // explain_tls_failure's explanations all say "mutual TLS" and what to do.
+    if answered.is_empty() && failures.iter().all(|f| f.contains("mutual TLS")) {
+        return Err(anyhow!(
+            "no agent accepted this client ({})",
+            failures.join("; ")
+        ));
+    }
     if answered.is_empty() {
         return Err(anyhow!(
             "no agent answered ({}); is the cluster running? (start one with the configs in \
@@ -121,7 +305,7 @@ pub async fn cluster_view(endpoints: &[String]) -> anyhow::Result<ClusterView> {
     }
     let mut view = view_from(&answered);
     let addrs: Vec<String> = answered.keys().cloned().collect();
-    add_health(&mut view, &addrs).await;
+    add_health(&mut view, &addrs, tls).await;
     Ok(view)
 }
 
@@ -189,10 +373,10 @@ fn from_status(s: &NodeStatus) -> MemberView {
 }
 
 /// Lay the membership view of the first agent that gives one over `view`.
-async fn add_health(view: &mut ClusterView, answered: &[String]) {
+async fn add_health(view: &mut ClusterView, answered: &[String], tls: Option<&TlsFiles>) {
     use nines_proto::membership::v1::{membership_client::MembershipClient, MembersRequest};
     for addr in answered {
-        let Ok(ep) = Endpoint::from_shared(format!("http://{addr}")) else {
+        let Ok(ep) = endpoint_with(addr, tls) else {
             continue;
         };
         let mut c = MembershipClient::new(ep.connect_lazy());
@@ -253,6 +437,37 @@ mod tests {
             leader_id,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn tls_flags_are_all_or_nothing() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let all = tls_from_flags(p("ca.pem"), p("c.pem"), p("c.key")).expect("all three");
+        assert_eq!(all.map(|t| t.key), p("c.key"));
+        assert_eq!(tls_from_flags(None, None, None).expect("none"), None);
+        let e = tls_from_flags(None, p("c.pem"), None).expect_err("partial");
+        let m = e.to_string();
+        assert!(
+            m.contains("--ca (NINES_CA) and --key (NINES_KEY) missing"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn channels_dial_https_with_tls_files_and_http_without() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let v = nines_tls::Validity::days_from(std::time::SystemTime::now(), 1);
+        nines_tls::init_ca(tmp.path(), "t", v, false)?;
+        nines_tls::issue_client(tmp.path(), "op", nines_tls::Role::Drill, v, false)?;
+        let files = TlsFiles::client(tmp.path(), "op");
+        let ep = endpoint_with("127.0.0.1:7101", Some(&files))?;
+        assert_eq!(ep.uri().scheme_str(), Some("https"));
+        let ep = endpoint_with("127.0.0.1:7101", None)?;
+        assert_eq!(ep.uri().scheme_str(), Some("http"));
+        let missing = TlsFiles::client(tmp.path(), "nobody");
+        let e = endpoint_with("127.0.0.1:7101", Some(&missing)).expect_err("no such files");
+        assert!(format!("{e:#}").contains("client-nobody.pem"), "{e:#}");
+        Ok(())
     }
 
     #[test]

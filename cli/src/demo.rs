@@ -37,7 +37,16 @@ pub async fn run() -> anyhow::Result<()> {
 
 async fn story(bin: &std::path::Path) -> anyhow::Result<()> {
     println!("starting a local 3-node cluster on loopback with the counter example (2N) ...");
-    let cluster = SupervisedCluster::start(bin, vec![])?;
+    let cluster = SupervisedCluster::start_with(bin, vec![], true)?;
+    if let Some(certs) = cluster.with(|c| c.certs_dir().map(std::path::Path::to_path_buf)) {
+        println!(
+            "  it runs with mutual TLS on certificates it generated in {} (agents, this client \
+             and the components each prove who they are)",
+            certs.display()
+        );
+    }
+    // Every call the demo makes (status, drills, the counter's checkpoint) is the operator's.
+    nines_cli::client::set_tls(cluster.client_tls());
     let eps = cluster.endpoints();
     let r = drills(&eps).await;
     cluster.shutdown().await;
@@ -105,7 +114,7 @@ async fn drill(eps: &[String], kind: DrillKind) -> anyhow::Result<DrillReport> {
 
 /// The counter's last checkpointed value (linearizable read).
 async fn counter_value(eps: &[String]) -> anyhow::Result<u64> {
-    let client = CheckpointClient::connect(eps).await?;
+    let client = CheckpointClient::connect_with(eps, nines_cli::client::sdk_config()).await?;
     let name = format!("counter-{}", bench_amf::COUNTER_SI);
     let cp = client.open(&name, OpenOptions::existing()).await?;
     let v = cp.read(nines_example_counter::SECTION).await?;

@@ -183,10 +183,20 @@ fn verdict(runs: &[DrillReport], code: u8) -> String {
 async fn start_local(kind: DrillKind) -> anyhow::Result<SupervisedCluster> {
     let bin = std::env::current_exe()?;
     let c = match kind {
-        DrillKind::LinkFlap => SupervisedCluster::start_in_namespaces(&bin, vec![])?,
-        _ => SupervisedCluster::start(&bin, vec![])?,
+        DrillKind::LinkFlap => SupervisedCluster::start_in_namespaces(&bin, vec![], true)?,
+        _ => SupervisedCluster::start_with(&bin, vec![], true)?,
     };
-    c.with(|c| eprintln!("local drill cluster in {}", c.root().display()));
+    c.with(|c| {
+        eprintln!("local drill cluster in {}", c.root().display());
+        if let Some(certs) = c.certs_dir() {
+            eprintln!(
+                "it runs with mutual TLS on certificates it generated in {}",
+                certs.display()
+            );
+        }
+    });
+    // Every call of the drill (status, faults, probes, samples) is the operator's.
+    nines_cli::client::set_tls(c.client_tls());
     let eps = c.endpoints();
     drill::observe::wait_settled(&eps, nines_cli::bench_amf::COUNTER_SI, LOCAL_SETTLE).await?;
     Ok(c)

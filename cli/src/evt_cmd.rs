@@ -142,7 +142,7 @@ pub struct SubscribeArgs {
 /// # Errors
 /// One line saying what failed and why (the SDK's message, with the AIS code).
 pub async fn run(cmd: EvtCmd, endpoints: &[String], format: Format) -> anyhow::Result<()> {
-    let client = EventClient::connect(endpoints).await?;
+    let client = EventClient::connect_with(endpoints, crate::client::sdk_config()).await?;
     match cmd {
         EvtCmd::Create { channel } => {
             let existed = client.create(&channel).await?;

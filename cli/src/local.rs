@@ -1,5 +1,11 @@
 //! A throw-away cluster of real `nines agent` processes on loopback: temporary data dirs, free
 //! ports, logs in files, every process killed when the cluster is dropped.
+//!
+//! With [`LocalOptions::tls`] the cluster runs with mutual TLS on certificates it makes itself
+//! in `ROOT/certs` (see [`LocalCluster::certs_dir`]): a CA for cluster `local`, one node
+//! certificate per agent, an `operator` client (role `drill`, for whoever drives the cluster:
+//! [`LocalCluster::client_tls`]) and a `components` client (role `app`, handed by each agent to
+//! its components).
 
 use std::{
     fs,
@@ -14,7 +20,16 @@ use nix::{
     unistd::Pid,
 };
 
+use nines_tls::{Role, TlsFiles, Validity};
+
 use crate::client;
+
+/// How long a local cluster's certificates are valid: it is thrown away long before.
+const LOCAL_CERT_DAYS: u32 = 30;
+/// The local cluster's client certificate for whoever drives it (role `drill`: everything).
+pub const OPERATOR_CLIENT: &str = "operator";
+/// The local cluster's client certificate its agents hand their components (role `app`).
+pub const COMPONENTS_CLIENT: &str = "components";
 
 /// One agent of a [`LocalCluster`].
 #[derive(Debug)]
@@ -63,6 +78,9 @@ pub struct LocalOptions {
     /// One command prefix per node that its agent is started under (e.g. `ip netns exec ns1`);
     /// empty: started directly. The prefix must exec the agent, keeping its pid.
     pub wrap: Vec<Vec<String>>,
+    /// Run with mutual TLS: make a CA and certificates in `ROOT/certs` and give every agent a
+    /// `[tls]` section (clients then need [`LocalCluster::client_tls`]).
+    pub tls: bool,
 }
 
 /// The port agents listen on when they have hosts of their own ([`LocalOptions::hosts`]).
@@ -79,6 +97,8 @@ pub struct LocalCluster {
     env: Vec<(String, String)>,
     /// Per-node command prefixes ([`LocalOptions::wrap`]).
     wrap: Vec<Vec<String>>,
+    /// The certificate directory, when the cluster runs with mutual TLS.
+    certs: Option<PathBuf>,
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -125,8 +145,60 @@ fn config_text(
     s
 }
 
+/// Validity of a local cluster's certificates, from now.
+fn local_validity() -> Validity {
+    Validity::days_from(std::time::SystemTime::now(), LOCAL_CERT_DAYS)
+}
+
+/// Make the CA (cluster `local`) and the two client certificates in `certs`.
+fn init_certs(certs: &Path) -> anyhow::Result<()> {
+    nines_tls::init_ca(certs, "local", local_validity(), false)
+        .context("cannot make the local cluster's CA")?;
+    for (name, role) in [
+        (OPERATOR_CLIENT, Role::Drill),
+        (COMPONENTS_CLIENT, Role::App),
+    ] {
+        nines_tls::issue_client(certs, name, role, local_validity(), false)
+            .with_context(|| format!("cannot make the local cluster's {name} certificate"))?;
+    }
+    Ok(())
+}
+
+/// Issue node `id`'s certificate for 127.0.0.1 and the host of `addr` (when it has one of its
+/// own), and return the `[tls]` section of its config.
+fn node_tls(certs: &Path, id: u64, addr: &str) -> anyhow::Result<String> {
+    let mut addrs = vec!["127.0.0.1".to_string()];
+    if let Some((host, _port)) = addr.rsplit_once(':') {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if !addrs.iter().any(|a| a == host) {
+            addrs.push(host.to_string());
+        }
+    }
+    nines_tls::issue_node(
+        certs,
+        id,
+        &format!("n{id}"),
+        &addrs,
+        local_validity(),
+        false,
+    )
+    .with_context(|| format!("cannot make node {id}'s certificate"))?;
+    let node = TlsFiles::node(certs, id);
+    let comp = TlsFiles::client(certs, COMPONENTS_CLIENT);
+    Ok(format!(
+        "\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncomponent_cert = \"{}\"\n\
+         component_key = \"{}\"\n",
+        node.ca.display(),
+        node.cert.display(),
+        node.key.display(),
+        comp.cert.display(),
+        comp.key.display()
+    ))
+}
+
 impl LocalCluster {
-    /// Write configs for `n` agents and start them with the `nines` binary at `bin`.
+    /// Write configs for `n` agents and start them with the `nines` binary at `bin`; with
+    /// [`LocalOptions::tls`], make their certificates first.
     pub fn start(bin: &Path, n: u64, opts: LocalOptions) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("nines-local-").tempdir()?;
         let root = dir.path().to_path_buf();
@@ -138,6 +210,14 @@ impl LocalCluster {
             };
             peers.push((id, addr));
         }
+        let certs = match opts.tls {
+            true => {
+                let certs = root.join("certs");
+                init_certs(&certs)?;
+                Some(certs)
+            }
+            false => None,
+        };
         let mut opts = opts;
         if let Some(text) = opts.amf_model_text.take() {
             let path = root.join("model.toml");
@@ -152,7 +232,7 @@ impl LocalCluster {
                 true => Some(format!("127.0.0.1:{}", free_port()?)),
                 false => None,
             };
-            let text = config_text(
+            let mut text = config_text(
                 *id,
                 addr,
                 &data,
@@ -161,6 +241,9 @@ impl LocalCluster {
                 false,
                 metrics_addr.as_deref(),
             );
+            if let Some(certs) = &certs {
+                text.push_str(&node_tls(certs, *id, addr)?);
+            }
             fs::write(&config, text)?;
             nodes.push(LocalNode {
                 id: *id,
@@ -178,6 +261,7 @@ impl LocalCluster {
             nodes,
             env: opts.env.clone(),
             wrap: opts.wrap.clone(),
+            certs,
         };
         if opts.keep || std::env::var_os(KEEP_ENV).is_some() {
             let _ = c.dir.take().map(|d| d.keep());
@@ -188,15 +272,16 @@ impl LocalCluster {
         Ok(c)
     }
 
-    /// Write a config for one more node (`join = true`, the current nodes as peers) and start
-    /// it; it waits until `nines admin node add` adds it. Returns its id.
+    /// Write a config for one more node (`join = true`, the current nodes as peers; a certificate
+    /// of its own when the cluster runs with mutual TLS) and start it; it waits until `nines
+    /// admin node add` adds it. Returns its id.
     pub fn start_joining_node(&mut self) -> anyhow::Result<u64> {
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
         let addr = format!("127.0.0.1:{}", free_port()?);
         let peers: Vec<(u64, String)> = self.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
         let config = self.root.join(format!("n{id}.toml"));
         let data = self.root.join(format!("data-n{id}"));
-        let text = config_text(
+        let mut text = config_text(
             id,
             &addr,
             &data,
@@ -205,6 +290,9 @@ impl LocalCluster {
             true,
             None,
         );
+        if let Some(certs) = &self.certs {
+            text.push_str(&node_tls(certs, id, &addr)?);
+        }
         fs::write(&config, text)?;
         self.nodes.push(LocalNode {
             id,
@@ -221,6 +309,19 @@ impl LocalCluster {
     /// The directory holding configs, data dirs and logs.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The files a client of this cluster needs when it runs with mutual TLS (the `operator`
+    /// certificate, role `drill`); `None` for a plaintext cluster.
+    pub fn client_tls(&self) -> Option<TlsFiles> {
+        self.certs
+            .as_ref()
+            .map(|certs| TlsFiles::client(certs, OPERATOR_CLIENT))
+    }
+
+    /// The directory of the cluster's CA and certificates, when it runs with mutual TLS.
+    pub fn certs_dir(&self) -> Option<&Path> {
+        self.certs.as_deref()
     }
 
     /// Every agent's address.
@@ -333,11 +434,13 @@ impl LocalCluster {
         }
     }
 
-    /// Wait until some node reports itself leader; returns its id.
+    /// Wait until some node reports itself leader (asked over the cluster's own TLS, if any);
+    /// returns its id.
     pub async fn wait_leader(&self, limit: Duration) -> anyhow::Result<u64> {
         let deadline = tokio::time::Instant::now() + limit;
+        let tls = self.client_tls();
         loop {
-            if let Ok(view) = client::cluster_view(&self.endpoints()).await {
+            if let Ok(view) = client::cluster_view_with(&self.endpoints(), tls.as_ref()).await {
                 if let Some(l) = view.leader {
                     if view.members.iter().any(|m| m.id == l && m.role == "leader") {
                         return Ok(l);
@@ -368,5 +471,54 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nines_tls::Identity;
+
+    #[test]
+    fn a_tls_node_gets_a_certificate_for_its_addresses_and_a_tls_section() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let certs = tmp.path().join("certs");
+        init_certs(&certs)?;
+        let section = node_tls(&certs, 2, "10.0.0.7:7100")?;
+        let doc: toml::Table = toml::from_str(&section)?;
+        let tls = doc
+            .get("tls")
+            .and_then(toml::Value::as_table)
+            .context("no [tls] table")?;
+        let path = |k: &str| tls.get(k).and_then(toml::Value::as_str).map(PathBuf::from);
+        let node = TlsFiles::node(&certs, 2);
+        let comp = TlsFiles::client(&certs, COMPONENTS_CLIENT);
+        assert_eq!(path("ca"), Some(node.ca.clone()));
+        assert_eq!(path("cert"), Some(node.cert.clone()));
+        assert_eq!(path("key"), Some(node.key.clone()));
+        assert_eq!(path("component_cert"), Some(comp.cert.clone()));
+        assert_eq!(path("component_key"), Some(comp.key.clone()));
+
+        let loaded = node.load()?;
+        let summary = nines_tls::describe(&loaded.chain[0])?;
+        assert_eq!(summary.addrs, ["127.0.0.1", "10.0.0.7"]);
+        assert!(
+            matches!(loaded.identity, Identity::Node { id: 2, ref cluster, .. } if cluster == "local")
+        );
+        let role = |files: &TlsFiles| match files.load().map(|t| t.identity) {
+            Ok(Identity::Client { role, .. }) => Some(role),
+            _ => None,
+        };
+        assert_eq!(
+            role(&TlsFiles::client(&certs, OPERATOR_CLIENT)),
+            Some(Role::Drill)
+        );
+        assert_eq!(role(&comp), Some(Role::App));
+
+        // A loopback node is not given 127.0.0.1 twice.
+        node_tls(&certs, 3, "127.0.0.1:7103")?;
+        let n3 = TlsFiles::node(&certs, 3).load()?;
+        assert_eq!(nines_tls::describe(&n3.chain[0])?.addrs, ["127.0.0.1"]);
+        Ok(())
     }
 }

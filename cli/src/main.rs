@@ -11,10 +11,7 @@ use nines_cli::{
     output::{table, Format},
 };
 use nines_core::shutdown::Shutdown;
-use nines_proto::{
-    ais_from_status,
-    cluster::v1::{AddNodeRequest, MembershipResponse, RemoveNodeRequest},
-};
+use nines_proto::cluster::v1::{AddNodeRequest, MembershipResponse, RemoveNodeRequest};
 
 mod demo;
 mod drill_cmd;
@@ -22,7 +19,8 @@ mod drill_cmd;
 /// nines: carrier-grade high availability for Linux clusters.
 ///
 /// Run one agent per node (`nines agent`), then drive the cluster from anywhere with the client
-/// commands. Client commands reach the cluster through --endpoints (any agents' host:port).
+/// commands. Client commands reach the cluster through --endpoints (any agents' host:port); an
+/// agent with a [tls] section also needs --ca, --cert and --key (mutual TLS).
 #[derive(Parser)]
 #[command(name = "nines", version, propagate_version = true)]
 struct Cli {
@@ -30,6 +28,16 @@ struct Cli {
     /// Default: the local cluster of deploy/local (127.0.0.1:7101,7102,7103).
     #[arg(long, global = true, env = "NINES_ENDPOINTS")]
     endpoints: Option<String>,
+    /// The cluster's CA certificate (ca.pem), for agents that require mutual TLS; with --cert
+    /// and --key the client dials https:// and checks each agent's certificate against it.
+    #[arg(long, global = true, env = "NINES_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// This client's certificate (`nines cert client`: its role decides what it may do).
+    #[arg(long, global = true, env = "NINES_CERT", value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// This client's private key (the .key written with --cert).
+    #[arg(long, global = true, env = "NINES_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
     /// Output format: `table` for people, `json` for scripts.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -390,9 +398,11 @@ enum BenchCmd {
         value_bytes: usize,
     },
     /// Checkpoint write and read throughput and latency (N clients, leader first), against
-    /// --endpoints, or a throw-away local 3-node cluster when no endpoints are given.
+    /// --endpoints, or a throw-away local 3-node cluster when no endpoints are given (with
+    /// mutual TLS under --tls; --compare-tls measures plaintext and mutual TLS and prints the
+    /// cost).
     ///
-    /// Example: nines bench ckpt --clients 64 --value-size 256 --duration 10s
+    /// Example: nines bench ckpt --clients 64 --value-size 256 --duration 10s --compare-tls
     Ckpt(bench_ckpt::CkptBenchArgs),
     /// Pause (SIGSTOP) a follower of a throw-away local cluster N times; measure until every
     /// other member reports it down.
@@ -474,6 +484,21 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // The agent reads its own TLS from its config, an example (a component) reads NINES_CA...
+    // through the SDK, and cert/completions talk to nobody; every other command is a client.
+    let client_cmd = !matches!(
+        cli.command,
+        Cmd::Agent(_) | Cmd::Example(_) | Cmd::Cert(_) | Cmd::Completions { .. }
+    );
+    if client_cmd {
+        match client::tls_from_flags(cli.ca.clone(), cli.cert.clone(), cli.key.clone()) {
+            Ok(tls) => client::set_tls(tls),
+            Err(e) => {
+                eprintln!("nines: error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let Cmd::Drill(args) = cli.command {
         let endpoints = client::parse_endpoints(
             cli.endpoints
@@ -678,13 +703,8 @@ async fn admin_node(endpoints: &[String], cmd: NodeCmd, format: Format) -> anyho
         };
         match r {
             Ok(resp) => return print_members(resp.into_inner(), format),
-            Err(s)
-                if s.code() == tonic::Code::Unavailable
-                    && s.metadata().get(nines_proto::AIS_CODE_HEADER).is_none() =>
-            {
-                last = anyhow!("{ep}: {}", s.message());
-            }
-            Err(s) => return Err(anyhow!("{}", ais_from_status(&s))),
+            Err(s) if client::unreached(ep, &s) => last = client::call_error(ep, &s),
+            Err(s) => return Err(client::call_error(ep, &s)),
         }
     }
     Err(last.context("no agent answered"))
@@ -734,6 +754,7 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
         } => {
             let cluster = if local {
                 let c = LocalCluster::start(&bin, 3, LocalOptions::default())?;
+                client::set_tls(c.client_tls());
                 c.wait_leader(Duration::from_secs(30)).await?;
                 Some(c)
             } else {
@@ -766,6 +787,7 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
         }
         BenchCmd::Detect { trials, nodes } => {
             let cluster = LocalCluster::start(&bin, nodes, LocalOptions::default())?;
+            client::set_tls(cluster.client_tls());
             let table_out = format == Format::Table;
             let out = bench::detect(&cluster, trials, |t| {
                 if table_out {
@@ -803,6 +825,7 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
                 Some(e) => e.to_vec(),
                 None => {
                     local = LocalCluster::start(&bin, 3, LocalOptions::default())?;
+                    client::set_tls(local.client_tls());
                     local.wait_leader(Duration::from_secs(30)).await?;
                     local.endpoints()
                 }
@@ -834,6 +857,7 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
             hang,
         } => {
             let mut cluster = bench_amf::start_counter_cluster(&bin)?;
+            client::set_tls(cluster.client_tls());
             let (fault, what) = match (node_kill, hang) {
                 (true, _) => (bench_amf::Fault::NodeKill, "kill -9 of the active node"),
                 (_, true) => (
@@ -874,6 +898,7 @@ async fn run_bench(given: Option<&[String]>, cmd: BenchCmd, format: Format) -> a
         }
         BenchCmd::Failover { trials } => {
             let mut cluster = LocalCluster::start(&bin, 3, LocalOptions::default())?;
+            client::set_tls(cluster.client_tls());
             if format == Format::Table {
                 eprintln!(
                     "local cluster in {}; {trials} leader kills",

@@ -38,7 +38,7 @@ pub struct MembersArgs {
 /// # Errors
 /// One line saying what failed and what to do (no agent reachable, the watch refused).
 pub async fn run(args: MembersArgs, endpoints: &[String], format: Format) -> anyhow::Result<()> {
-    let client = MembershipClient::connect(endpoints).await?;
+    let client = MembershipClient::connect_with(endpoints, crate::client::sdk_config()).await?;
     if args.watch {
         return watch(&client, args.count, format).await;
     }
@@ -57,7 +57,7 @@ pub async fn run(args: MembersArgs, endpoints: &[String], format: Format) -> any
 /// # Errors
 /// One line saying what failed and what to do (not a member, no leader, no agent reachable).
 pub async fn drain(node: u64, endpoints: &[String], format: Format) -> anyhow::Result<()> {
-    let client = MembershipClient::connect(endpoints).await?;
+    let client = MembershipClient::connect_with(endpoints, crate::client::sdk_config()).await?;
     let view = client.drain(node).await?;
     match format {
         Format::Json => println!("{}", view_json(&view)),

@@ -9,6 +9,7 @@ use std::{
 };
 
 use nines_core::{AisError, ErrorCode};
+use nines_proto::AIS_CODE_HEADER;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
@@ -16,7 +17,8 @@ use crate::{
     client::ClientConfig,
     endpoints::{normalize_endpoints, ENDPOINTS_ENV},
     error::{Result, SdkError},
-    retry::{backoff_ms, outcome_unknown, Idempotency, Verdict},
+    retry::{backoff_ms, outcome_unknown, transport_why, Idempotency, Verdict},
+    tls::{explain_tls_failure, grpc_endpoint, TLS_MARK},
 };
 
 /// A service's generated gRPC client, as the shared machinery needs it.
@@ -83,7 +85,14 @@ impl<G: Service> Inner<G> {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(());
                 }
-                Ok(Err(e)) => why.push(format!("{}: {}", t.addr, error_chain(&e))),
+                Ok(Err(e)) => {
+                    let chain = error_chain(&e);
+                    let tls = config.tls.is_some();
+                    why.push(match explain_tls_failure(&t.addr, &chain, tls) {
+                        Some(explained) => explained,
+                        None => format!("{}: {chain}", t.addr),
+                    });
+                }
                 Err(_) => why.push(format!(
                     "{}: no connection within {} ms",
                     t.addr,
@@ -92,6 +101,33 @@ impl<G: Service> Inner<G> {
             }
         }
         Err(unavailable(&format!("connect to the {}", G::NAME), &why))
+    }
+
+    /// What a failed attempt's status means, TLS considered: a handshake the agent refused
+    /// (with TLS) reached no service, so the next endpoint is asked (each will say the same;
+    /// the error lists why); a plaintext attempt dropped the way a TLS-only agent drops it keeps
+    /// its verdict but says so.
+    fn verdict(&self, addr: &str, status: &tonic::Status, idempotency: Idempotency) -> Verdict {
+        let from_service = status.metadata().get(AIS_CODE_HEADER).is_some();
+        let tls = self.config.tls.is_some();
+        let hint = match from_service {
+            true => None,
+            false => explain_tls_failure(addr, &transport_why(status), tls),
+        };
+        match (hint, G::verdict(status, idempotency)) {
+            (Some(hint), _) if tls => Verdict::NextEndpoint(hint),
+            (Some(hint), Verdict::Fail(e)) => Verdict::Fail(AisError::new(e.code, hint)),
+            (_, v) => v,
+        }
+    }
+
+    /// Why an attempt on `addr` reached no service, for the error: prefixed with the address,
+    /// unless [`Self::verdict`] already explained it (a TLS explanation names the agent).
+    fn reason(addr: &str, why: &str) -> String {
+        match why.contains(TLS_MARK) {
+            true => why.to_string(),
+            false => format!("{addr}: {why}"),
+        }
     }
 
     /// The endpoints, in failover order.
@@ -147,14 +183,14 @@ impl<G: Service> Inner<G> {
                         return Err(deadline_passed(timeout, what, idempotency, &target.addr))
                     }
                 };
-                match G::verdict(&status, idempotency) {
+                match self.verdict(&target.addr, &status, idempotency) {
                     Verdict::NextEndpoint(_) if Instant::now() >= deadline => {
                         // tonic's own deadline fired first (as `Cancelled`): same as ours.
                         return Err(deadline_passed(timeout, what, idempotency, &target.addr));
                     }
                     Verdict::NextEndpoint(why) => {
                         tracing::debug!(endpoint = %target.addr, %why, "{what}: trying the next endpoint");
-                        unreachable.push(format!("{}: {why}", target.addr));
+                        unreachable.push(Self::reason(&target.addr, &why));
                     }
                     Verdict::Busy(e) if self.config.retry_try_again => {
                         tracing::debug!(endpoint = %target.addr, error = %e, "{what}: busy");
@@ -237,10 +273,11 @@ pub(crate) fn out_of_time(
     }
 }
 
-/// The tonic endpoint for `host:port` with the client's connect timeout.
+/// The tonic endpoint for `host:port` with the client's connect timeout: `https://` with the
+/// client's certificate when [`ClientConfig::tls`] is set, `http://` otherwise (see
+/// [`grpc_endpoint`]).
 pub(crate) fn base_endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| SdkError::InvalidArgument(format!("endpoint '{addr}': {e}")))?
+    Ok(grpc_endpoint(addr, config.tls.as_ref())?
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true))
 }
@@ -252,6 +289,13 @@ pub(crate) fn prefixed(what: &str, e: AisError) -> SdkError {
 
 /// `what` failed: no endpoint was reachable, for the reasons `why`.
 pub(crate) fn unavailable(what: &str, why: &[String]) -> SdkError {
+    if !why.is_empty() && why.iter().all(|w| w.contains(TLS_MARK)) {
+        // Every agent answered, but the TLS handshake failed: each reason says what to do.
+        return SdkError::Unavailable(format!(
+            "{what}: no agent accepted this client ({})",
+            why.join("; ")
+        ));
+    }
     SdkError::Unavailable(format!(
         "{what}: no agent is reachable ({}); check that the cluster runs and that the endpoints \
          ({ENDPOINTS_ENV}) name its agents",
@@ -280,14 +324,17 @@ macro_rules! client_basics {
     ($client:ident) => {
         impl $client {
             /// Connect through `endpoints` (agents' `host:port`, tried in this order) with the
-            /// default [`ClientConfig`](crate::ClientConfig).
+            /// default tunables and TLS from the environment
+            /// ([`ClientConfig::from_env`](crate::ClientConfig::from_env): `NINES_CA`,
+            /// `NINES_CERT`, `NINES_KEY`).
             ///
             /// # Errors
             /// [`SdkError::InvalidArgument`](crate::SdkError::InvalidArgument) for a malformed
-            /// endpoint; [`SdkError::Unavailable`](crate::SdkError::Unavailable) when none of
+            /// endpoint, or when only some of the TLS variables are set, or a TLS file is missing
+            /// or does not belong with the others; [`SdkError::Unavailable`](crate::SdkError::Unavailable) when none of
             /// them accepts a connection.
             pub async fn connect<S: AsRef<str>>(endpoints: &[S]) -> crate::Result<Self> {
-                Self::connect_with(endpoints, crate::ClientConfig::default()).await
+                Self::connect_with(endpoints, crate::ClientConfig::from_env()?).await
             }
 
             /// Connect through the endpoints in `NINES_ENDPOINTS` (comma-separated
@@ -325,9 +372,10 @@ macro_rules! client_basics {
                 endpoints: &[S],
                 config: crate::ClientConfig,
             ) -> crate::Result<Self> {
+                let timeout = config.timeout;
                 Ok(Self {
                     inner: std::sync::Arc::new(crate::call::Inner::lazy(endpoints, config)?),
-                    timeout: config.timeout,
+                    timeout,
                 })
             }
 
@@ -402,10 +450,10 @@ impl<G: Service> Inner<G> {
                         ))
                     }
                 };
-                match G::verdict(&status, Idempotency::Idempotent) {
+                match self.verdict(&target.addr, &status, Idempotency::Idempotent) {
                     Verdict::NextEndpoint(why) => {
                         tracing::debug!(endpoint = %target.addr, %why, "{what}: trying the next endpoint");
-                        unreachable.push(format!("{}: {why}", target.addr));
+                        unreachable.push(Self::reason(&target.addr, &why));
                     }
                     Verdict::Busy(e) if self.config.retry_try_again => {
                         tracing::debug!(endpoint = %target.addr, error = %e, "{what}: busy");

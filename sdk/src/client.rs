@@ -14,8 +14,16 @@ use crate::{
     types::{CheckpointStatus, OpenOptions},
 };
 
-/// Tunables of a [`CheckpointClient`]; the defaults suit most applications.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Tunables of every client ([`CheckpointClient`], [`EventClient`](crate::EventClient),
+/// [`MembershipClient`](crate::MembershipClient)); the defaults suit most applications.
+///
+/// [`ClientConfig::default`] takes its [`tls`](Self::tls) from the environment
+/// (`NINES_CA`, `NINES_CERT`, `NINES_KEY`: see [`tls_from_env`](crate::tls_from_env)), so a
+/// component started by an agent with `component_cert` / `component_key` speaks mutual TLS with
+/// no code of its own. [`ClientConfig::from_env`] is the same but fails when only some of the
+/// three variables are set; `connect` and `from_env` on the clients use it, so a half-configured
+/// environment fails the first connect with an error naming the missing variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// Deadline of each call, failovers and retries included (default 5 s). The service gets
     /// what is left of it, so it gives up when the caller does.
@@ -27,14 +35,49 @@ pub struct ClientConfig {
     /// elsewhere and then after a short backoff, until its deadline (default true). The service
     /// did nothing in that case, so this is safe for every call.
     pub retry_try_again: bool,
+    /// The files this client proves itself with over mutual TLS: the cluster's CA, a client
+    /// certificate (`nines cert client`) and its key. `Some`: every endpoint is dialled as
+    /// `https://host:port`, the agent's certificate checked against the CA for that host;
+    /// `None` (the default when `NINES_CA`, `NINES_CERT` and `NINES_KEY` are unset): plaintext,
+    /// which only agents without a `[tls]` section accept. The files are read when the client
+    /// is made (`connect*`), so a missing or mismatched file fails there.
+    pub tls: Option<nines_tls::TlsFiles>,
 }
 
 impl Default for ClientConfig {
+    /// 5 s per call, 1 s per connection, `TRY_AGAIN` retried, TLS from the environment.
+    ///
+    /// When only some of `NINES_CA`, `NINES_CERT`, `NINES_KEY` are set the default logs the
+    /// error (`tracing` warning) and uses plaintext; [`ClientConfig::from_env`] returns it.
     fn default() -> Self {
+        Self::from_env().unwrap_or_else(|e| {
+            tracing::warn!("{e}; connecting without TLS");
+            Self::plaintext()
+        })
+    }
+}
+
+impl ClientConfig {
+    /// The default tunables with TLS from the environment (see
+    /// [`tls_from_env`](crate::tls_from_env)).
+    ///
+    /// # Errors
+    /// [`SdkError::InvalidArgument`] naming the missing variables when only some of
+    /// `NINES_CA`, `NINES_CERT`, `NINES_KEY` are set.
+    pub fn from_env() -> Result<Self> {
+        Ok(Self {
+            tls: crate::tls::tls_from_env()?,
+            ..Self::plaintext()
+        })
+    }
+
+    /// The default tunables without TLS, whatever the environment says.
+    pub fn plaintext() -> Self {
         Self {
             timeout: Duration::from_millis(limits::CLIENT_TIMEOUT_MS),
             connect_timeout: Duration::from_millis(1_000),
             retry_try_again: true,
+            tls: None,
         }
     }
 }

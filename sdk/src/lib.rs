@@ -26,6 +26,12 @@
 //! `TRY_AGAIN` answer (no leader yet) is retried, after a short backoff, until the deadline. A
 //! write whose outcome is unknown is never re-sent: it fails with `TIMEOUT`.
 //!
+//! Mutual TLS: with [`ClientConfig::tls`] set (by default from `NINES_CA`, `NINES_CERT` and
+//! `NINES_KEY`, which an agent with `[tls] component_cert` passes its components), every
+//! endpoint is dialled as `https://host:port`, the client presents its certificate and checks
+//! the agent's against the cluster's CA for that host. Without it, plaintext. The component
+//! session (a Unix socket to the local agent) never uses TLS.
+//!
 //! Errors are [`SdkError`]s: the service's stable AIS code ([`SdkError::code`]) and a message
 //! saying what failed, why and what to do.
 //!
@@ -74,6 +80,7 @@ mod events;
 mod membership;
 mod retry;
 mod session;
+mod tls;
 mod types;
 
 pub use checkpoint::Checkpoint;
@@ -88,10 +95,13 @@ pub use membership::{
     ChangeKind, Member, MemberState, MembershipClient, MembershipEvent, MembershipWatch, View,
 };
 pub use nines_core::{AisError, ErrorCode};
+/// The TLS files a client is given ([`ClientConfig::tls`]), from the crate that makes them.
+pub use nines_tls::TlsFiles;
 pub use session::{
     Callbacks, CsiSet, Descriptor, HaState, Kicker, LeaseExpiry, Progress, Recovery, Session,
     COMPONENT_ENV, SOCKET_ENV,
 };
+pub use tls::{explain_tls_failure, grpc_endpoint, tls_from_env, CA_ENV, CERT_ENV, KEY_ENV};
 pub use types::{
     Attributes, CheckpointStatus, OpenOptions, SectionData, SectionInfo, SectionRead, SectionWrite,
     UpdateMode,

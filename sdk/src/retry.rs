@@ -65,7 +65,7 @@ pub(crate) fn outcome_unknown(why: &str) -> AisError {
 
 /// A transport status's message, with its source when tonic keeps one (the interesting part:
 /// "connection refused").
-fn transport_why(status: &tonic::Status) -> String {
+pub(crate) fn transport_why(status: &tonic::Status) -> String {
     let mut why = status.message().to_string();
     let mut source = std::error::Error::source(status);
     let mut depth = 0;

@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::anyhow;
 use nines_proto::drill::v1::{
     drill_client::DrillClient, InfoReply, InfoRequest, KillNodeReply, KillNodeRequest,
     PauseNodeReply, PauseNodeRequest, Signal, SignalComponentReply, SignalComponentRequest,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::client::cluster_view;
 use nines_proto::amf::v1::{amf_client::AmfClient, AdminRequest};
@@ -23,8 +23,7 @@ pub const SELF_FAULT_DELAY_MS: u64 = 50;
 
 /// A lazily connected channel to one agent, with the drill's deadlines.
 fn channel(addr: &str) -> anyhow::Result<Channel> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("'{addr}' is not a host:port endpoint"))?
+    let ep = crate::client::endpoint(addr)?
         .connect_timeout(Duration::from_millis(1_500))
         .timeout(Duration::from_millis(DRILL_CALL_MS))
         .tcp_nodelay(true);
@@ -42,13 +41,11 @@ fn explain(node: &str, addr: &str, s: tonic::Status) -> anyhow::Error {
             "the agent of node {node} ({addr}) does not serve drills: it predates `nines drill`; \
              upgrade it"
         ),
-        tonic::Code::Unavailable if s.metadata().get(nines_proto::AIS_CODE_HEADER).is_none() => {
-            anyhow!(
-                "the agent of node {node} ({addr}) is unreachable: {}",
-                s.message()
-            )
-        }
-        _ => anyhow!("{}", nines_proto::ais_from_status(&s)),
+        _ if crate::client::unreached(addr, &s) => anyhow!(
+            "the agent of node {node} ({addr}) is unreachable: {:#}",
+            crate::client::call_error(addr, &s)
+        ),
+        _ => crate::client::call_error(addr, &s),
     }
 }
 
@@ -167,16 +164,13 @@ pub async fn switchover(endpoints: &[String], si: &str) -> anyhow::Result<()> {
         };
         match AmfClient::new(channel(addr)?).admin(req).await {
             Ok(_) => return Ok(()),
-            Err(s)
-                if s.code() == tonic::Code::Unavailable
-                    && s.metadata().get(nines_proto::AIS_CODE_HEADER).is_none() =>
-            {
-                last = anyhow!("{addr}: {}", s.message());
+            Err(s) if crate::client::unreached(addr, &s) => {
+                last = crate::client::call_error(addr, &s);
             }
             Err(s) => {
                 return Err(anyhow!(
-                    "si-swap {si} refused: {}",
-                    nines_proto::ais_from_status(&s)
+                    "si-swap {si} refused: {:#}",
+                    crate::client::call_error(addr, &s)
                 ))
             }
         }

@@ -26,6 +26,8 @@ const RESTART_DELAY_MS: u64 = 2_000;
 pub struct SupervisedCluster {
     cluster: Arc<Mutex<LocalCluster>>,
     endpoints: Vec<String>,
+    /// The operator's TLS files when the cluster runs with mutual TLS.
+    client_tls: Option<nines_tls::TlsFiles>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     /// The namespaces the agents run in, if any (after `cluster`: removed once it is stopped).
@@ -44,23 +46,35 @@ fn exited(pid: u32) -> bool {
 }
 
 impl SupervisedCluster {
-    /// Start the counter example on three local agents with drills enabled; `env` goes to the
-    /// agents (and their components).
+    /// Start the counter example on three local agents with drills enabled, in plaintext; `env`
+    /// goes to the agents (and their components).
     pub fn start(bin: &std::path::Path, env: Vec<(String, String)>) -> anyhow::Result<Self> {
+        Self::start_with(bin, env, false)
+    }
+
+    /// [`start`](Self::start), with mutual TLS on certificates the cluster makes when `tls`
+    /// (clients then need [`client_tls`](Self::client_tls)).
+    pub fn start_with(
+        bin: &std::path::Path,
+        env: Vec<(String, String)>,
+        tls: bool,
+    ) -> anyhow::Result<Self> {
         let opts = LocalOptions {
             amf_model_text: Some(COUNTER_MODEL.to_string()),
             drill: true,
             env,
+            tls,
             ..Default::default()
         };
         Ok(Self::supervise(LocalCluster::start(bin, 3, opts)?))
     }
 
-    /// [`start`](Self::start), each agent in a network namespace of its own whose link can be
-    /// cut ([`links`](Self::links)). Needs root and iproute2.
+    /// [`start_with`](Self::start_with), each agent in a network namespace of its own whose
+    /// link can be cut ([`links`](Self::links)). Needs root and iproute2.
     pub fn start_in_namespaces(
         bin: &std::path::Path,
         env: Vec<(String, String)>,
+        tls: bool,
     ) -> anyhow::Result<Self> {
         let net = Namespaces::create(3).map_err(|e| {
             anyhow::anyhow!(
@@ -74,6 +88,7 @@ impl SupervisedCluster {
             env,
             hosts: net.hosts(),
             wrap: net.wrap(),
+            tls,
             ..Default::default()
         };
         let mut c = Self::supervise(LocalCluster::start(bin, 3, opts)?);
@@ -89,6 +104,7 @@ impl SupervisedCluster {
     /// Supervise an already started cluster.
     pub fn supervise(cluster: LocalCluster) -> Self {
         let endpoints = cluster.endpoints();
+        let client_tls = cluster.client_tls();
         let cluster = Arc::new(Mutex::new(cluster));
         let (stop, mut stopped) = watch::channel(false);
         let c = cluster.clone();
@@ -123,6 +139,7 @@ impl SupervisedCluster {
         SupervisedCluster {
             cluster,
             endpoints,
+            client_tls,
             stop,
             task: Some(task),
             net: None,
@@ -132,6 +149,12 @@ impl SupervisedCluster {
     /// Every agent's address.
     pub fn endpoints(&self) -> Vec<String> {
         self.endpoints.clone()
+    }
+
+    /// The files a client of the cluster needs when it runs with mutual TLS (the operator's,
+    /// role `drill`); `None` in plaintext.
+    pub fn client_tls(&self) -> Option<nines_tls::TlsFiles> {
+        self.client_tls.clone()
     }
 
     /// The cluster (for logs, its directory, waiting for a leader).

@@ -77,7 +77,7 @@ impl Probe {
     /// Create the probe checkpoint and start writing.
     pub async fn start(endpoints: &[String]) -> anyhow::Result<Probe> {
         let name = format!("nines-drill-{}-{}", std::process::id(), now_ms());
-        let client = CheckpointClient::connect(endpoints)
+        let client = CheckpointClient::connect_with(endpoints, crate::client::sdk_config())
             .await
             .context("cannot connect the drill's checkpoint client")?;
         let attrs = Attributes {
