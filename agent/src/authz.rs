@@ -5,8 +5,8 @@
 //!   certificates of this cluster;
 //! - client calls by the client certificate's role: `reader` (status, members, reads,
 //!   subscriptions), `app` (reader + checkpoint and event writes), `operator` (app + admin
-//!   operations, model apply, membership changes, EVT limits), `drill` (operator + drills);
-//!   nodes may make reader calls too (an agent asks its peers for their status);
+//!   operations, model apply, membership changes, EVT limits), `drill` (operator + drills); a
+//!   node certificate is for peer traffic only, never a client's;
 //! - the standard health check from anyone (probes cannot present certificates).
 //!
 //! A refusal is PERMISSION_DENIED naming the call, the role it needs and what the caller
@@ -48,7 +48,7 @@ pub(crate) enum Access {
     Open,
     /// A node of this cluster.
     Peer,
-    /// A client with at least this role (or a node, for reader calls).
+    /// A client with at least this role.
     Client(Role),
     /// Not served over TCP (the component session lives on the agent's Unix socket), or unknown.
     Never,
@@ -130,7 +130,6 @@ pub(crate) fn authorize(path: &str, info: Option<&ConnInfo>, cluster: &str) -> R
                  client certificate"
             )))
         }
-        (Access::Client(Role::Reader), Identity::Node { .. }) => Ok(()),
         (Access::Client(role), Identity::Node { .. }) => {
             METRICS.kind.inc();
             Err(Status::permission_denied(format!(
@@ -279,10 +278,11 @@ mod tests {
             let e = authorize(path, Some(&client(Role::Drill)), "c").expect_err(path);
             assert!(e.message().contains("peer traffic"), "{}", e.message());
         }
-        // A node may read, not administer.
-        assert!(authorize("/nines.amf.v1.Amf/Status", Some(&node(1)), "c").is_ok());
-        let e = authorize("/nines.amf.v1.Amf/Admin", Some(&node(1)), "c").expect_err("admin");
-        assert!(e.message().contains("node certificate"), "{}", e.message());
+        // A node certificate is no client's.
+        for path in ["/nines.amf.v1.Amf/Status", "/nines.amf.v1.Amf/Admin"] {
+            let e = authorize(path, Some(&node(1)), "c").expect_err(path);
+            assert!(e.message().contains("node certificate"), "{}", e.message());
+        }
     }
 
     #[test]
