@@ -107,9 +107,14 @@ pub struct AgentConfig {
     /// the port can then act as a peer or an operator. For isolated test networks only.
     #[serde(default)]
     pub insecure: bool,
+    /// A plaintext listener serving only the standard gRPC health check (`grpc.health.v1`), for
+    /// probes that cannot present a certificate (Kubernetes gRPC probes). It changes nothing.
+    #[serde(default)]
+    pub health_listen: Option<String>,
 }
 
-/// `[tls]`: this node's certificate (from `nines cert node`), the cluster CA that every peer and
+/// `[tls]` (paths relative to the config file's directory): this node's certificate (from `nines
+/// cert node`), the cluster CA that every peer and
 /// client certificate must chain to, and optionally an `app` client certificate (from `nines
 /// cert client --role app`) the agent hands its components in `NINES_CA`, `NINES_CERT` and
 /// `NINES_KEY`, so they can use checkpoints and events with no certificate work of their own.
@@ -147,6 +152,53 @@ impl TlsSection {
             cert: self.component_cert.clone()?,
             key: self.component_key.clone()?,
         })
+    }
+
+    /// Check the files at start: the node's certificate must load (signed by the CA, matching
+    /// its key) and be node `node_id`'s of `cluster`; the component certificate, if any, must be
+    /// a client of the same CA with role app or higher. The error says which and what to do.
+    pub fn check(&self, node_id: u64, cluster: &str) -> Result<(), String> {
+        let node = self.node_files().load().map_err(|e| e.to_string())?;
+        match &node.identity {
+            nines_tls::Identity::Node { cluster: c, id, .. } if *id == node_id && c == cluster => {}
+            other => {
+                return Err(format!(
+                    "{} is a certificate for {}, but this is node {node_id} of cluster \
+                     '{cluster}'; issue one with `nines cert node --id {node_id}`",
+                    self.cert.display(),
+                    other.uri()
+                ))
+            }
+        }
+        if let Some(files) = self.component_files() {
+            let c = files.load().map_err(|e| format!("component_cert: {e}"))?;
+            match &c.identity {
+                nines_tls::Identity::Client { role, .. } if role.allows(nines_tls::Role::App) => {}
+                other => {
+                    return Err(format!(
+                        "component_cert: components need a client certificate with role app; \
+                         {} is {}; issue one with `nines cert client --name components --role \
+                         app`",
+                        files.cert.display(),
+                        other.uri()
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolve relative paths against `dir` (the config file's directory).
+    fn resolve(&mut self, dir: &std::path::Path) {
+        for p in [&mut self.ca, &mut self.cert, &mut self.key]
+            .into_iter()
+            .chain(self.component_cert.as_mut())
+            .chain(self.component_key.as_mut())
+        {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
     }
 }
 
@@ -275,6 +327,9 @@ impl AgentConfig {
                 cfg.amf_model = Some(dir.join(m));
             }
         }
+        if let (Some(t), Some(dir)) = (cfg.tls.as_mut(), path.parent()) {
+            t.resolve(dir);
+        }
         Ok(cfg)
     }
 
@@ -286,61 +341,6 @@ impl AgentConfig {
         })?;
         cfg.validate(path)?;
         Ok(cfg)
-    }
-
-    /// The node's certificate must load (signed by the CA, matching its key) and be this node's;
-    /// the component certificate, if any, must be an `app` (or higher) client of the same CA.
-    fn validate_tls(
-        &self,
-        t: &TlsSection,
-        bad: &dyn Fn(&str, String) -> ConfigError,
-    ) -> Result<(), ConfigError> {
-        let node = t
-            .node_files()
-            .load()
-            .map_err(|e| bad("tls", e.to_string()))?;
-        match &node.identity {
-            nines_tls::Identity::Node { cluster, id, .. }
-                if *id == self.node_id && *cluster == self.cluster => {}
-            other => {
-                return Err(bad(
-                    "tls.cert",
-                    format!(
-                        "the certificate is for {} but this is node {} of cluster '{}'; issue \
-                         one with `nines cert node --id {}`",
-                        other.uri(),
-                        self.node_id,
-                        self.cluster,
-                        self.node_id
-                    ),
-                ))
-            }
-        }
-        if t.component_cert.is_some() != t.component_key.is_some() {
-            return Err(bad(
-                "tls.component_cert",
-                "give both component_cert and component_key, or neither".into(),
-            ));
-        }
-        if let Some(files) = t.component_files() {
-            let c = files
-                .load()
-                .map_err(|e| bad("tls.component_cert", e.to_string()))?;
-            match &c.identity {
-                nines_tls::Identity::Client { role, .. } if role.allows(nines_tls::Role::App) => {}
-                other => {
-                    return Err(bad(
-                        "tls.component_cert",
-                        format!(
-                            "components need a client certificate with role app; this one is \
-                             {}; issue one with `nines cert client --name components --role app`",
-                            other.uri()
-                        ),
-                    ))
-                }
-            }
-        }
-        Ok(())
     }
 
     fn validate(&self, path: &std::path::Path) -> Result<(), ConfigError> {
@@ -396,7 +396,21 @@ impl AgentConfig {
                 ));
             }
             None => {}
-            Some(t) => self.validate_tls(t, &bad)?,
+            Some(t) if t.component_cert.is_some() != t.component_key.is_some() => {
+                return Err(bad(
+                    "tls.component_cert",
+                    "give both component_cert and component_key, or neither".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+        if let Some(h) = &self.health_listen {
+            h.parse::<SocketAddr>().map_err(|e| {
+                bad(
+                    "health_listen",
+                    format!("'{h}' is not an ip:port address ({e})"),
+                )
+            })?;
         }
         if let Some(a) = &self.advertise {
             check_host_port(a).map_err(|p| bad("advertise", p))?;
@@ -532,6 +546,39 @@ addr = "127.0.0.1:7102"
         AgentConfig::parse(text, Path::new("x.toml"))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn plaintext_is_for_loopback_unless_insecure() {
+        let open = GOOD.replace("listen = \"127.0.0.1:7101\"", "listen = \"0.0.0.0:7101\"");
+        let e = err(&open);
+        assert!(
+            e.contains("not a loopback address") && e.contains("[tls]"),
+            "{e}"
+        );
+        let insecure = format!("insecure = true\n{open}");
+        assert!(AgentConfig::parse(&insecure, Path::new("x.toml")).is_ok());
+        let tls = format!("{open}\n[tls]\nca = \"ca.pem\"\ncert = \"n.pem\"\nkey = \"n.key\"\n");
+        assert!(AgentConfig::parse(&tls, Path::new("x.toml")).is_ok());
+        let half = format!("{tls}component_cert = \"c.pem\"\n");
+        assert!(err(&half).contains("component_key"), "{}", err(&half));
+    }
+
+    #[test]
+    fn tls_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "{GOOD}\n[tls]\nca = \"tls/ca.pem\"\ncert = \"/abs/n.pem\"\nkey = \"tls/n.key\"\n"
+        );
+        let path = dir.path().join("n1.toml");
+        std::fs::write(&path, text).expect("write");
+        let cfg = AgentConfig::load(&path).expect("loads");
+        let t = cfg.tls.expect("tls");
+        assert_eq!(t.ca, dir.path().join("tls/ca.pem"));
+        assert_eq!(t.cert, Path::new("/abs/n.pem"));
+        // The files do not exist: the config loads, the agent refuses them at start.
+        let e = t.check(1, "c").expect_err("missing files");
+        assert!(e.contains("ca.pem") || e.contains("n.pem"), "{e}");
     }
 
     #[test]

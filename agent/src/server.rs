@@ -102,6 +102,8 @@ fn peer_tls(
         );
         return Ok(None);
     };
+    t.check(cfg.node_id, &cfg.cluster)
+        .map_err(AgentError::Tls)?;
     let tls = nines_consensus::PeerTls::new(&t.node_files())
         .map_err(|e| AgentError::Tls(e.to_string()))?;
     tracing::info!(
@@ -133,6 +135,17 @@ pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), Agen
             source,
         })?;
     let metrics_listener = match &cfg.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let health_listener = match &cfg.health_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
@@ -287,6 +300,24 @@ pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), Agen
         Duration::from_millis(cfg.heartbeat.interval_ms),
         shutdown.clone(),
     ));
+    if let Some(l) = health_listener {
+        // Plaintext, the health check alone: probes that cannot present a certificate.
+        let health = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health_reporter.clone()),
+        );
+        let mut stop = shutdown.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .concurrency_limit_per_connection(4)
+                .add_service(health)
+                .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!("the health listener failed: {e}");
+            }
+        });
+    }
     let (stop_watchdog, watchdog_signal) = Shutdown::new();
     let watchdog_task = crate::node_watchdog::start(
         &cfg,
