@@ -22,6 +22,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_nines");
 const LONG: Duration = Duration::from_secs(30);
 /// The agents' client (and peer) port in the compose and Kubernetes deployments.
 const CLIENT_PORT: u64 = 7100;
+/// The plaintext health port the probes use (the client port speaks mutual TLS).
+const HEALTH_PORT: u64 = 7110;
 
 fn deploy_dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -129,7 +131,7 @@ fn k8s_manifests_have_a_statefulset_headless_service_grpc_probes_and_a_pdb() {
         "OrderedReady would wait for a pod that needs a quorum to be ready"
     );
 
-    eprintln!("phase: probes are gRPC health checks on the client port");
+    eprintln!("phase: probes are gRPC health checks on the plaintext health port");
     let containers = spec["template"]["spec"]["containers"]
         .as_sequence()
         .expect("containers");
@@ -146,7 +148,7 @@ fn k8s_manifests_have_a_statefulset_headless_service_grpc_probes_and_a_pdb() {
         ("livenessProbe", LIVENESS_SERVICE),
     ] {
         let g = &agent[probe]["grpc"];
-        assert_eq!(g["port"].as_u64(), Some(CLIENT_PORT), "{probe}: {g:?}");
+        assert_eq!(g["port"].as_u64(), Some(HEALTH_PORT), "{probe}: {g:?}");
         assert_eq!(g["service"].as_str(), Some(service), "{probe}");
     }
 
@@ -207,6 +209,16 @@ fn k8s_manifests_have_a_statefulset_headless_service_grpc_probes_and_a_pdb() {
         );
         assert_eq!(cfg.listen, format!("0.0.0.0:{CLIENT_PORT}"));
         assert_eq!(
+            cfg.health_listen.as_deref(),
+            Some(format!("0.0.0.0:{HEALTH_PORT}").as_str()),
+            "{key}: the probes' port"
+        );
+        let tls = cfg.tls.as_ref().expect("mutual TLS");
+        assert!(
+            tls.cert.ends_with(format!("node-{}.pem", i + 1)),
+            "{key}: {tls:?}"
+        );
+        assert_eq!(
             cfg.data_dir,
             Path::new(&data_mount),
             "{key}: data on the PVC"
@@ -258,6 +270,7 @@ fn compose_and_systemd_configs_load_with_the_agents_parser() {
         assert_eq!(svc["hostname"].as_str(), Some(name.as_str()));
         let cfg = AgentConfig::load(&compose.join(format!("{name}.toml"))).expect("valid");
         assert_eq!(cfg.node_id, i);
+        assert!(cfg.tls.is_some(), "{name} runs with mutual TLS");
         assert_eq!(cfg.advertise_addr(), format!("{name}:{CLIENT_PORT}"));
         let model = cfg.amf_model.expect("a model");
         parse_model(&read(&model), "model.toml").expect("the compose model parses");
@@ -265,6 +278,10 @@ fn compose_and_systemd_configs_load_with_the_agents_parser() {
     eprintln!("phase: the systemd example config");
     let cfg = AgentConfig::load(&deploy_dir("systemd").join("agent.toml")).expect("valid");
     assert_eq!(cfg.peers.len(), 3);
+    assert!(
+        cfg.tls.is_some(),
+        "the systemd example runs with mutual TLS"
+    );
 }
 
 #[test]

@@ -32,7 +32,8 @@ command -v python3 >/dev/null || die "python3 is needed to read the CLI's JSON"
 # Unique names, so a smoke run never touches another run's or a person's cluster.
 project="ninessmoke$$"
 image="nines-smoke:$$"
-export NINES_IMAGE="$image" NINES_PORT_1="" NINES_PORT_2="" NINES_PORT_3=""
+certs="$(mktemp -d "${TMPDIR:-/tmp}/nines-smoke-certs.XXXXXX")"
+export NINES_IMAGE="$image" NINES_PORT_1="" NINES_PORT_2="" NINES_PORT_3="" NINES_CERTS="$certs"
 compose() { "${compose_cmd[@]}" -p "$project" -f "$here/docker-compose.yml" "$@"; }
 
 cleanup() {
@@ -44,6 +45,7 @@ cleanup() {
   fi
   compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
   docker rmi -f "$image" >/dev/null 2>&1
+  rm -rf "$certs"
   say "torn down (project $project, image $image)"
   exit $rc
 }
@@ -98,6 +100,8 @@ su_node() { echo "n${1##*-}"; }   # counter-2 → n2 (model.toml puts counter-N 
 
 say "building the image $image"
 "$here/image.sh" "$image"
+say "making the cluster's certificates (mutual TLS) in $certs"
+"$here/certs.sh" "$certs" >/dev/null
 say "starting the cluster (compose project $project)"
 compose up -d >/dev/null 2>&1 || { compose up -d; die "compose up failed"; }
 
