@@ -123,6 +123,11 @@ fn config_text(
     if let Some(m) = &opts.amf_model {
         s.push_str(&format!("amf_model = \"{}\"\n", m.display()));
     }
+    if !opts.hosts.is_empty() && !opts.tls {
+        // Plaintext on addresses of their own: the network namespaces the caller made, which
+        // nothing else can reach (the agent refuses a non-loopback plaintext listener otherwise).
+        s.push_str("insecure = true\n");
+    }
     if let Some(m) = metrics_addr {
         s.push_str(&format!("metrics_addr = \"{m}\"\n"));
     }
