@@ -274,7 +274,7 @@ fn command(state: &CkptState, r: Request) -> Option<CkptCommand> {
     Some(cmd)
 }
 
-/// Found by `requests_never_panic`: two writes ending near `u64::MAX` overflowed the total the
+/// Found while writing `requests_never_panic` (the arithmetic its values reach): two writes ending near `u64::MAX` overflowed the total the
 /// service checks against the proposal limit (a debug build panicked; a release build wrapped to
 /// a small total and let the request on to the per-section check).
 #[test]
