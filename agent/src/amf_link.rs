@@ -88,7 +88,7 @@ fn invocation_proto(inv: Invocation) -> pb::invocation::Kind {
     }
 }
 
-fn recovery(r: pb::Recovery) -> Recovery {
+pub(crate) fn recovery(r: pb::Recovery) -> Recovery {
     match r {
         pb::Recovery::ComponentRestart => Recovery::ComponentRestart,
         pb::Recovery::ComponentFailover => Recovery::ComponentFailover,
@@ -101,7 +101,7 @@ fn recovery(r: pb::Recovery) -> Recovery {
 
 /// A belief report as the director reads it: (si, csi) → (HA state, epoch). A CSI in a state
 /// this agent does not know is left out (the director then corrects it as missing).
-fn believed(b: &pb::Belief) -> BTreeMap<(String, String), (HaState, u64)> {
+pub(crate) fn believed(b: &pb::Belief) -> BTreeMap<(String, String), (HaState, u64)> {
     b.csis
         .iter()
         .filter_map(|c| {

@@ -1,8 +1,12 @@
 //! Wire ↔ domain conversions for the checkpoint service.
 
+use nines_core::{limits as core_limits, AisError, ErrorCode};
 use nines_proto::ckpt::v1 as pb;
 
-use crate::{limits::defaults, Attributes, CheckpointStatus, UpdateMode};
+use crate::{
+    limits::{self, defaults},
+    Attributes, CheckpointStatus, SectionWrite, UpdateMode, WriteKind,
+};
 
 /// Creation attributes from the wire; zero fields take the defaults.
 pub(crate) fn attrs_from_pb(a: Option<&pb::CreationAttributes>) -> Result<Attributes, String> {
@@ -31,6 +35,77 @@ pub(crate) fn attrs_from_pb(a: Option<&pb::CreationAttributes>) -> Result<Attrib
     })
 }
 
+/// A section write's kind from the wire.
+pub(crate) fn write_kind(k: i32) -> Result<WriteKind, AisError> {
+    match pb::WriteKind::try_from(k) {
+        Ok(pb::WriteKind::Write) => Ok(WriteKind::Write),
+        Ok(pb::WriteKind::Overwrite) => Ok(WriteKind::Overwrite),
+        Ok(pb::WriteKind::Upsert) => Ok(WriteKind::Upsert),
+        _ => Err(AisError::new(
+            ErrorCode::InvalidParam,
+            "each section write needs a kind (write, overwrite, upsert)",
+        )),
+    }
+}
+
+/// A write request's section writes from the wire.
+pub(crate) fn writes_from_pb(writes: Vec<pb::SectionWrite>) -> Result<Vec<SectionWrite>, AisError> {
+    writes
+        .into_iter()
+        .map(|w| {
+            Ok(SectionWrite {
+                section: w.section,
+                kind: write_kind(w.kind)?,
+                offset: w.offset,
+                data: w.data,
+            })
+        })
+        .collect()
+}
+
+/// The size each write needs its section to allow: where its data ends (saturating: an offset
+/// near `u64::MAX` is refused as too big, not wrapped).
+pub(crate) fn write_sizes(writes: &[pb::SectionWrite]) -> Vec<u64> {
+    writes
+        .iter()
+        .map(|w| w.offset.saturating_add(w.data.len() as u64))
+        .collect()
+}
+
+/// Refuse a write beyond the service's own limits, before anything is read or proposed: no
+/// section (INVALID_PARAM), more than `WRITES_PER_CALL_MAX` sections or more than a proposal's
+/// bytes in all (TOO_BIG).
+pub(crate) fn check_write_sizes(sizes: &[u64]) -> Result<(), AisError> {
+    if sizes.is_empty() {
+        return Err(AisError::new(
+            ErrorCode::InvalidParam,
+            "a write needs at least one section",
+        ));
+    }
+    if sizes.len() > limits::WRITES_PER_CALL_MAX {
+        return Err(AisError::new(
+            ErrorCode::TooBig,
+            format!(
+                "{} section writes in one call; the limit is {}",
+                sizes.len(),
+                limits::WRITES_PER_CALL_MAX
+            ),
+        ));
+    }
+    // Saturating: sizes come from client offsets, and two near u64::MAX overflowed the sum.
+    let total = sizes.iter().fold(0u64, |sum, s| sum.saturating_add(*s));
+    if total > core_limits::PROPOSAL_BYTES_MAX as u64 {
+        return Err(AisError::new(
+            ErrorCode::TooBig,
+            format!(
+                "{total} bytes in one call; the limit is {}",
+                core_limits::PROPOSAL_BYTES_MAX
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Creation attributes for the wire.
 pub(crate) fn attrs_to_pb(a: &Attributes) -> pb::CreationAttributes {
     pb::CreationAttributes {
@@ -57,6 +132,9 @@ pub(crate) fn status_to_pb(s: &CheckpointStatus) -> pb::CheckpointStatus {
         retention_deadline_ms: s.retention_deadline_ms,
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {

@@ -11,8 +11,10 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    convert::{attrs_from_pb, attrs_to_pb, status_to_pb},
-    limits, CkptCommand, CkptResponse, CkptState, SectionRead, SectionWrite, UpdateMode, WriteKind,
+    convert::{
+        attrs_from_pb, attrs_to_pb, check_write_sizes, status_to_pb, write_sizes, writes_from_pb,
+    },
+    limits, CkptCommand, CkptResponse, CkptState, SectionRead, UpdateMode,
 };
 
 /// The longest deadline a client may ask for.
@@ -145,18 +147,6 @@ fn done(r: CkptResponse) -> Result<u64, Status> {
     }
 }
 
-fn write_kind(k: i32) -> Result<WriteKind, Status> {
-    match pb::WriteKind::try_from(k) {
-        Ok(pb::WriteKind::Write) => Ok(WriteKind::Write),
-        Ok(pb::WriteKind::Overwrite) => Ok(WriteKind::Overwrite),
-        Ok(pb::WriteKind::Upsert) => Ok(WriteKind::Upsert),
-        _ => Err(err(
-            ErrorCode::InvalidParam,
-            "each section write needs a kind (write, overwrite, upsert)",
-        )),
-    }
-}
-
 impl<M: StateMachine> CkptService<M> {
     async fn propose(&self, cmd: CkptCommand, timeout: Duration) -> Result<CkptResponse, Status> {
         let (op, bytes) = op_of(&cmd);
@@ -180,32 +170,7 @@ impl<M: StateMachine> CkptService<M> {
         sizes: &[u64],
         timeout: Duration,
     ) -> Result<UpdateMode, Status> {
-        if sizes.is_empty() {
-            return Err(err(
-                ErrorCode::InvalidParam,
-                "a write needs at least one section",
-            ));
-        }
-        if sizes.len() > limits::WRITES_PER_CALL_MAX {
-            return Err(err(
-                ErrorCode::TooBig,
-                format!(
-                    "{} section writes in one call; the limit is {}",
-                    sizes.len(),
-                    limits::WRITES_PER_CALL_MAX
-                ),
-            ));
-        }
-        let total: u64 = sizes.iter().sum();
-        if total > core_limits::PROPOSAL_BYTES_MAX as u64 {
-            return Err(err(
-                ErrorCode::TooBig,
-                format!(
-                    "{total} bytes in one call; the limit is {}",
-                    core_limits::PROPOSAL_BYTES_MAX
-                ),
-            ));
-        }
+        check_write_sizes(sizes).map_err(|e| status_from_ais(&e))?;
         let name = ckpt.to_string();
         let attrs = self
             .handle
@@ -336,24 +301,9 @@ impl<M: StateMachine> pb::checkpoint_server::Checkpoint for CkptService<M> {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = req.into_inner();
         let timeout = deadline(r.options.as_ref());
-        let sizes: Vec<u64> = r
-            .writes
-            .iter()
-            .map(|w| w.offset.saturating_add(w.data.len() as u64))
-            .collect();
+        let sizes = write_sizes(&r.writes);
         let mode = self.precheck_write(&r.checkpoint, &sizes, timeout).await?;
-        let writes = r
-            .writes
-            .into_iter()
-            .map(|w| {
-                Ok(SectionWrite {
-                    section: w.section,
-                    kind: write_kind(w.kind)?,
-                    offset: w.offset,
-                    data: w.data,
-                })
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
+        let writes = writes_from_pb(r.writes).map_err(|e| status_from_ais(&e))?;
         let cmd = CkptCommand::Write {
             ckpt: r.checkpoint,
             writes,

@@ -53,7 +53,8 @@ impl RaftConfig {
                 "heartbeat_interval_ms must be at least {TICKS_PER_HEARTBEAT}"
             ));
         }
-        if self.election_timeout_ms < 4 * self.heartbeat_interval_ms {
+        // Saturating: a config may give any u64 (a huge interval is refused here, not wrapped).
+        if self.election_timeout_ms < self.heartbeat_interval_ms.saturating_mul(4) {
             return Err(format!(
                 "election_timeout_ms ({}) must be at least 4 x heartbeat_interval_ms ({}), or \
                  followers campaign against a live leader",

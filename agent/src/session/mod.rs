@@ -23,6 +23,8 @@ mod conn;
 mod error;
 mod hub;
 mod peer;
+#[cfg(test)]
+mod props;
 mod serve;
 mod service;
 

@@ -19,7 +19,7 @@ use super::{
 };
 
 /// The most CSIs one belief report may name (a component holding more is misconfigured).
-const BELIEVED_CSIS_MAX: usize = 1_024;
+pub(super) const BELIEVED_CSIS_MAX: usize = 1_024;
 /// How long a new stream may take to send its Register.
 const REGISTER_TIMEOUT_MS: u64 = 5_000;
 
@@ -44,21 +44,7 @@ impl ComponentSession for Service {
         })?;
         let peer = peer_of(&req)?;
         let mut inbound = req.into_inner();
-        let register = first_register(&mut inbound).await?;
-        if register.protocol_version != PROTOCOL_VERSION {
-            return Err(Status::failed_precondition(format!(
-                "component {} speaks session protocol version {}, this agent speaks {}; use an \
-                 SDK that matches the agent",
-                register.component, register.protocol_version, PROTOCOL_VERSION
-            )));
-        }
-        if !register.honours_lease {
-            return Err(Status::failed_precondition(format!(
-                "component {}: its SDK does not honour the component lease (it would keep acting \
-                 as active after its agent stopped renewing); use an SDK that matches the agent",
-                register.component
-            )));
-        }
+        let register = check_register(first_message(&mut inbound).await?)?;
         let component = register.component;
         let reg = self.hub.register(&component, peer)?;
         tokio::spawn(read(
@@ -91,9 +77,11 @@ fn peer_of<T>(req: &Request<T>) -> Result<Peer, Status> {
     })
 }
 
-/// The stream's first message, which must be a Register, within [`REGISTER_TIMEOUT_MS`].
-async fn first_register(inbound: &mut Streaming<ComponentMessage>) -> Result<Register, Status> {
-    let first = tokio::time::timeout(
+/// The stream's first message, within [`REGISTER_TIMEOUT_MS`].
+async fn first_message(
+    inbound: &mut Streaming<ComponentMessage>,
+) -> Result<Option<ComponentMessage>, Status> {
+    tokio::time::timeout(
         Duration::from_millis(REGISTER_TIMEOUT_MS),
         inbound.message(),
     )
@@ -102,16 +90,40 @@ async fn first_register(inbound: &mut Streaming<ComponentMessage>) -> Result<Reg
         Status::deadline_exceeded(format!(
             "no Register within {REGISTER_TIMEOUT_MS} ms; a session must start with Register"
         ))
-    })??;
-    match first.and_then(|m| m.msg) {
-        Some(Msg::Register(r)) if !r.component.is_empty() => Ok(r),
-        Some(Msg::Register(_)) => Err(Status::invalid_argument(
-            "Register names no component; send the name the agent gave in NINES_COMPONENT",
-        )),
-        _ => Err(Status::invalid_argument(
-            "a component session must start with Register",
-        )),
+    })?
+}
+
+/// A session's first message, which must be a Register naming a component, in this agent's
+/// protocol version, from an SDK that honours the component lease.
+pub(super) fn check_register(first: Option<ComponentMessage>) -> Result<Register, Status> {
+    let register = match first.and_then(|m| m.msg) {
+        Some(Msg::Register(r)) if !r.component.is_empty() => r,
+        Some(Msg::Register(_)) => {
+            return Err(Status::invalid_argument(
+                "Register names no component; send the name the agent gave in NINES_COMPONENT",
+            ))
+        }
+        _ => {
+            return Err(Status::invalid_argument(
+                "a component session must start with Register",
+            ))
+        }
+    };
+    if register.protocol_version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "component {} speaks session protocol version {}, this agent speaks {}; use an SDK \
+             that matches the agent",
+            register.component, register.protocol_version, PROTOCOL_VERSION
+        )));
     }
+    if !register.honours_lease {
+        return Err(Status::failed_precondition(format!(
+            "component {}: its SDK does not honour the component lease (it would keep acting as \
+             active after its agent stopped renewing); use an SDK that matches the agent",
+            register.component
+        )));
+    }
+    Ok(register)
 }
 
 /// Route the component's messages to the hub until it closes the stream, the stream breaks, or

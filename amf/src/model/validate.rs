@@ -419,45 +419,47 @@ fn check_map(entity: &str, what: &str, map: &BTreeMap<String, String>, errs: &mu
 }
 
 /// A cycle of the sponsor → dependent graph, as the SI names along it (first repeated last).
+///
+/// Depth-first with an explicit stack, not recursion: a chain of thousands of dependencies (a
+/// model may list more than the limit; it is refused for that, but checked first) overflowed
+/// the thread's stack, which aborts the process.
 fn find_cycle<'a>(edges: &BTreeMap<&'a str, Vec<&'a str>>) -> Option<Vec<&'a str>> {
     // 0 = unvisited, 1 = on the current path, 2 = done.
     let mut state: BTreeMap<&str, u8> = BTreeMap::new();
-    let mut path = Vec::new();
     for &start in edges.keys() {
-        if let Some(c) = visit(start, edges, &mut state, &mut path) {
-            return Some(c);
+        if state.get(start).copied().unwrap_or(0) != 0 {
+            continue;
+        }
+        // The current path: each SI with the index of its next edge to follow.
+        let mut path: Vec<(&str, usize)> = vec![(start, 0)];
+        state.insert(start, 1);
+        while let Some(&(si, next)) = path.last() {
+            let children = edges.get(si).map(Vec::as_slice).unwrap_or(&[]);
+            let Some(&child) = children.get(next) else {
+                state.insert(si, 2);
+                path.pop();
+                continue;
+            };
+            if let Some(top) = path.last_mut() {
+                top.1 += 1;
+            }
+            match state.get(child).copied().unwrap_or(0) {
+                2 => {}
+                1 => {
+                    let from = path
+                        .iter()
+                        .position(|(s, _)| *s == child)
+                        .expect("an SI marked on the path is on it");
+                    let mut cycle: Vec<&str> = path[from..].iter().map(|(s, _)| *s).collect();
+                    cycle.push(child);
+                    return Some(cycle);
+                }
+                _ => {
+                    state.insert(child, 1);
+                    path.push((child, 0));
+                }
+            }
         }
     }
-    None
-}
-
-fn visit<'a>(
-    si: &'a str,
-    edges: &BTreeMap<&'a str, Vec<&'a str>>,
-    state: &mut BTreeMap<&'a str, u8>,
-    path: &mut Vec<&'a str>,
-) -> Option<Vec<&'a str>> {
-    match state.get(si).copied().unwrap_or(0) {
-        2 => return None,
-        1 => {
-            let from = path
-                .iter()
-                .position(|s| *s == si)
-                .expect("node on the path");
-            let mut cycle = path[from..].to_vec();
-            cycle.push(si);
-            return Some(cycle);
-        }
-        _ => {}
-    }
-    state.insert(si, 1);
-    path.push(si);
-    for &next in edges.get(si).map(Vec::as_slice).unwrap_or(&[]) {
-        if let Some(c) = visit(next, edges, state, path) {
-            return Some(c);
-        }
-    }
-    path.pop();
-    state.insert(si, 2);
     None
 }

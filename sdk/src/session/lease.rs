@@ -102,7 +102,8 @@ impl Lease {
     pub(crate) fn new(component: &str, deadline_ns: u64, reaction_ms: u64) -> Arc<Lease> {
         let quiesce_ms = match reaction_ms {
             0 => QUIESCE_MS_DEFAULT,
-            r => (r * QUIESCE_SHARE_QUARTERS / 4).max(1),
+            // Saturating: the agent's reaction time is outside input (u64::MAX overflowed).
+            r => (r.saturating_mul(QUIESCE_SHARE_QUARTERS) / 4).max(1),
         };
         Arc::new(Lease {
             component: component.to_string(),

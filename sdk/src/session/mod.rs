@@ -60,6 +60,8 @@ mod callbacks;
 mod connect;
 mod dispatch;
 mod lease;
+#[cfg(test)]
+mod props;
 mod types;
 mod watchdog;
 
