@@ -74,6 +74,16 @@ pub enum AgentError {
     Tls(String),
 }
 
+/// Bind `addr`, saying which address could not be bound.
+async fn bind(addr: &str) -> Result<TcpListener, AgentError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
 /// What components get in their environment besides the director's own variables: with
 /// `[tls] component_cert`, the files of the client certificate they use for checkpoints and
 /// events (`NINES_CA`, `NINES_CERT`, `NINES_KEY`, which the SDK reads).
@@ -128,32 +138,13 @@ pub async fn run(cfg: AgentConfig, requested: ShutdownSignal) -> Result<(), Agen
             raft_dir.display()
         ))
     })?;
-    let listener = TcpListener::bind(&cfg.listen)
-        .await
-        .map_err(|source| AgentError::Bind {
-            addr: cfg.listen.clone(),
-            source,
-        })?;
+    let listener = bind(&cfg.listen).await?;
     let metrics_listener = match &cfg.metrics_addr {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| AgentError::Bind {
-                    addr: addr.clone(),
-                    source,
-                })?,
-        ),
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
     let health_listener = match &cfg.health_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| AgentError::Bind {
-                    addr: addr.clone(),
-                    source,
-                })?,
-        ),
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
     let tls = peer_tls(&cfg)?;
