@@ -475,6 +475,12 @@ fn render_counters(t: &mut Text) {
             ("read", c.bytes_read.get()),
         ],
     );
+    t.counter(
+        "nines_ckpt_async_refused_total",
+        "Asynchronous checkpoint writes refused because this agent's queue was full (writes or \
+         bytes).",
+        c.async_refused.get(),
+    );
     t.histogram(
         "nines_ckpt_operation_duration_seconds",
         "Time to serve a checkpoint operation.",

@@ -1,6 +1,8 @@
 //! `nines.ckpt.v1.Checkpoint`: requests are checked against limits before anything is proposed,
 //! then proposed through the replicated log (or queued, for asynchronous checkpoints' writes).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nines_consensus::metrics::{Counter, Histogram, LATENCY_BOUNDS_S};
@@ -21,6 +23,12 @@ use crate::{
 const TIMEOUT_MAX_MS: u64 = 60_000;
 /// Asynchronous writes queued on this agent before callers get TRY_AGAIN.
 pub const ASYNC_QUEUE_LEN: usize = 4_096;
+/// Bytes of asynchronous writes (their section data, plus [`ASYNC_WRITE_OVERHEAD_BYTES`] each)
+/// queued on this agent before callers get TRY_AGAIN: the queue's memory bound, whatever the
+/// writes' sizes (4,096 writes of 4 MiB would be 16 GiB).
+pub const ASYNC_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// What one queued asynchronous write counts besides its data.
+const ASYNC_WRITE_OVERHEAD_BYTES: usize = 256;
 
 /// The operations [`CkptMetrics::ops`] counts, in its order.
 pub const OPS: [&str; 9] = [
@@ -48,6 +56,8 @@ pub struct CkptMetrics {
     pub bytes_read: Counter,
     /// Time to serve an operation (a proposal's commit and apply, or a read).
     pub latency: Histogram,
+    /// Asynchronous writes refused because this agent's queue was full (in writes or bytes).
+    pub async_refused: Counter,
 }
 
 /// This process's checkpoint metrics.
@@ -57,6 +67,7 @@ pub static METRICS: CkptMetrics = CkptMetrics {
     bytes_written: Counter::new(),
     bytes_read: Counter::new(),
     latency: Histogram::new(LATENCY_BOUNDS_S),
+    async_refused: Counter::new(),
 };
 
 /// The index in [`OPS`] of a command, and the section bytes it writes.
@@ -79,7 +90,9 @@ pub type CkptHandle<M> = ServiceHandle<M, CkptCommand, CkptResponse, CkptState>;
 /// The gRPC service. Generic over the composite state machine it lives in.
 pub struct CkptService<M: StateMachine> {
     handle: CkptHandle<M>,
-    async_tx: mpsc::Sender<CkptCommand>,
+    async_tx: mpsc::Sender<(CkptCommand, usize)>,
+    /// Bytes queued for asynchronous writes (at most [`ASYNC_QUEUE_BYTES_MAX`]).
+    async_bytes: Arc<AtomicUsize>,
 }
 
 impl<M: StateMachine> CkptService<M> {
@@ -87,8 +100,17 @@ impl<M: StateMachine> CkptService<M> {
     /// writes in arrival order.
     pub fn new(handle: CkptHandle<M>) -> Self {
         let (async_tx, rx) = mpsc::channel(ASYNC_QUEUE_LEN);
-        tokio::spawn(propose_async_writes(handle.clone(), rx));
-        Self { handle, async_tx }
+        let async_bytes = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(propose_async_writes(
+            handle.clone(),
+            rx,
+            async_bytes.clone(),
+        ));
+        Self {
+            handle,
+            async_tx,
+            async_bytes,
+        }
     }
 }
 
@@ -96,9 +118,11 @@ impl<M: StateMachine> CkptService<M> {
 /// acknowledged already — that is what asynchronous means).
 async fn propose_async_writes<M: StateMachine>(
     handle: CkptHandle<M>,
-    mut rx: mpsc::Receiver<CkptCommand>,
+    mut rx: mpsc::Receiver<(CkptCommand, usize)>,
+    queued_bytes: Arc<AtomicUsize>,
 ) {
-    while let Some(cmd) = rx.recv().await {
+    while let Some((cmd, cost)) = rx.recv().await {
+        queued_bytes.fetch_sub(cost, Ordering::AcqRel);
         let timeout = Duration::from_millis(core_limits::CLIENT_TIMEOUT_MS);
         match handle.propose(cmd, timeout).await {
             Ok(CkptResponse::Error(e)) => {
@@ -313,12 +337,30 @@ impl<M: StateMachine> pb::checkpoint_server::Checkpoint for CkptService<M> {
             let (op, bytes) = op_of(&cmd);
             METRICS.ops[op].inc();
             METRICS.bytes_written.add(bytes);
-            self.async_tx.try_send(cmd).map_err(|_| {
+            let cost = bytes as usize + ASYNC_WRITE_OVERHEAD_BYTES;
+            let reserved = self
+                .async_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                    (queued + cost <= ASYNC_QUEUE_BYTES_MAX).then_some(queued + cost)
+                })
+                .is_ok();
+            let queue_full = || {
+                METRICS.async_refused.inc();
                 err(
                     ErrorCode::TryAgain,
-                    "this agent's asynchronous write queue is full; retry shortly",
+                    format!(
+                        "this agent's asynchronous write queue is full ({ASYNC_QUEUE_LEN} writes \
+                         or {ASYNC_QUEUE_BYTES_MAX} bytes); retry shortly"
+                    ),
                 )
-            })?;
+            };
+            if !reserved {
+                return Err(queue_full());
+            }
+            if self.async_tx.try_send((cmd, cost)).is_err() {
+                self.async_bytes.fetch_sub(cost, Ordering::AcqRel);
+                return Err(queue_full());
+            }
             return Ok(Response::new(pb::WriteResponse { index: 0 }));
         }
         let index = done(self.propose(cmd, timeout).await?)?;
