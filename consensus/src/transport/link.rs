@@ -591,7 +591,6 @@ async fn accept_loop<M: StateMachine>(
                 }
                 return;
             };
-            let link_conn = watch_for_death(&conn);
             let accepted = tls.accept(conn).await;
             drop(permit);
             let (stream, identity, is_link) = match accepted {
@@ -612,7 +611,9 @@ async fn accept_loop<M: StateMachine>(
                     );
                     return;
                 };
-                if let Err(e) = link_conn {
+                // Links only (see `watch_for_death`): not gRPC clients, which may stop reading a
+                // stream for a while.
+                if let Err(e) = watch_for_death(stream.get_ref().0) {
                     tracing::debug!("dropped a raft link: {e}");
                     return;
                 }
