@@ -894,7 +894,7 @@ fn node_switchover_moves_the_other_sus_of_the_node_gracefully() {
     );
     assert_done(&resp);
 
-    phase("SEMANTICS §4.2: the healthy kv-1 (with assignments) takes F-GRACEFUL: QUIESCED first");
+    phase("node switchover: the healthy kv-1 (with assignments) takes F-GRACEFUL: QUIESCED first");
     let to_n1 = directives_to(&state, "n1");
     assert!(
         to_n1

@@ -1,4 +1,4 @@
-//! Assignment-engine test vectors (SEMANTICS.md §9, schema `amf-assign-vector/1`).
+//! Assignment-engine test vectors (schema `amf-assign-vector/1`).
 //!
 //! Story: each vector file builds an SG, then runs its steps in order against one runtime. A
 //! step applies its event, acknowledges every batch successfully until the SG is stable

@@ -1,4 +1,4 @@
-//! SI-SI dependencies (SEMANTICS.md §4.9): when a sponsor loses its active for good, its
+//! SI-SI dependencies: when a sponsor loses its active for good, its
 //! dependents are unassigned at once (tolerance 0) or when the tolerance time has passed.
 
 use super::common::is_active_side;

@@ -1,6 +1,7 @@
 //! Redundancy-model policies: pure functions from (SG config, SG runtime, event or ack) to the
 //! next batch of assignment messages. No I/O, no clock: time comes in as `SgEvent::Tick`.
-//! The behaviour is SEMANTICS.md (the assignment semantics spec) for 2N and No-Redundancy.
+//! The behaviour is the AIS AMF's assignment semantics for 2N and No-Redundancy, as the model
+//! modules' docs state them and the assignment vectors (`amf/tests/vectors.rs`) check them.
 //!
 //! How to drive it (the AMF state machine and the vector harness do the same):
 //! 1. `let mut rt = SgRuntime::new(&cfg);`
@@ -16,7 +17,7 @@
 //! the next event: the runtime must know every SU and SI of the config it is driven with.
 //!
 //! Events may arrive while a batch is in flight (a node lost mid-swap): the policy works out the
-//! pending messages again (SEMANTICS.md §6.7). Admin operations are refused with TRY_AGAIN while
+//! pending messages again. Admin operations are refused with TRY_AGAIN while
 //! a batch is in flight, except a lock that overrides a shutdown in progress.
 //!
 //! Shape: each model is a module with a `plan` function (the next batch from the current state,

@@ -1,4 +1,5 @@
-//! The No-Redundancy model (SEMANTICS.md R-NORED-INIT, §4.3 No-Red, §4.8).
+//! The No-Redundancy model: each SI is assigned ACTIVE to one SU, with no standby; a failed SU's
+//! SIs move to a fresh in-service SU.
 //!
 //! Phases, first non-empty one wins: take down (common); REMOVE every acknowledged QUIESCED
 //! SUSI; place each unassigned SI, in rank order, ACTIVE on the best fresh in-service SU (one

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{HaState, MsgKind, SgConfig};
 
-/// Administrative state of an SU (SEMANTICS.md §4.4).
+/// Administrative state of an SU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum SuAdminState {
     /// In service when also enabled, instantiated and its node is present and unlocked.
@@ -68,7 +68,7 @@ impl Default for SuRuntime {
     }
 }
 
-/// Assignment state of an SI (SEMANTICS.md §1.4).
+/// Assignment state of an SI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum AssignmentState {
     /// No active (and, for 2N, no standby) assignment.
@@ -80,7 +80,7 @@ pub enum AssignmentState {
     FullyAssigned,
 }
 
-/// Where an SI stands with respect to its sponsors (SEMANTICS.md §4.9).
+/// Where an SI stands with respect to its sponsors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum DepState {
     /// Every sponsor is active (or has a way to become active), or the SI has no sponsor.

@@ -1,4 +1,5 @@
-//! The 2N redundancy model (SEMANTICS.md R-2N-INIT, §4.3, §4.6, §6.1–6.4).
+//! The 2N redundancy model: one SU holds every SI ACTIVE, one other holds them STANDBY; on a
+//! fault the standby takes over, on an admin switchover the active is quiesced first.
 //!
 //! One plan function computes the next batch from the current state whenever nothing is in
 //! flight. Phases, first non-empty one wins, so each phase is its own batch:

@@ -1,4 +1,4 @@
-//! Recovery and escalation (SEMANTICS.md §4.1): component restart → SU restart → SU (or
+//! Recovery and escalation: component restart → SU restart → SU (or
 //! component) failover → node failover, with counters over probation windows; and the admin
 //! operations.
 
@@ -183,7 +183,7 @@ impl AmfState {
         })
     }
 
-    /// Node switchover (SEMANTICS.md §4.2): the faulty SU fails over as its `failover` setting
+    /// Node switchover: the faulty SU fails over as its `failover` setting
     /// says; every other SU of the node that holds assignments moves away gracefully (quiesced
     /// first) and is repaired once its assignments are removed.
     fn node_switchover(

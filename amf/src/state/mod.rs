@@ -369,7 +369,7 @@ impl AmfState {
     }
 
     /// After a graceful failover, a faulted SU whose components still run is repaired once its
-    /// last assignment is removed (SEMANTICS.md §4.5).
+    /// last assignment is removed.
     fn repair_if_released(&mut self, ctx: ApplyContext, sg: &str, su: &str) {
         let Some(s) = self.sus.get(su) else {
             return;
